@@ -1,0 +1,338 @@
+//! `pynisher._core`: the PyO3 binding of the pynisher core.
+//!
+//! It only converts types. Argument handling, pickling and the mapping of
+//! outcomes to exceptions live in the Python package; every process operation
+//! lives in the core crate.
+
+use std::time::Duration;
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
+
+use pynisher::channel::{Sender, Tag};
+use pynisher::{ForkHooks, ForkOptions, Limits, MemoryMode, Status, Stop};
+
+pyo3::import_exception!(pynisher._exceptions, PynisherException);
+
+/// Turns a core error into the Python exception a user expects: bad arguments
+/// are `ValueError`, everything else `PynisherException`. The one place where
+/// core errors become Python errors.
+fn to_py_err(err: pynisher::Error) -> PyErr {
+    match err.kind() {
+        pynisher::ErrorKind::InvalidArgument { .. } => PyValueError::new_err(err.to_string()),
+        _ => PynisherException::new_err(err.to_string()),
+    }
+}
+
+/// Reads a number, a unit string such as "1.5h", or a `(number, unit)` tuple.
+enum Quantity {
+    Number(f64),
+    Text(String),
+    WithUnit(f64, String),
+}
+
+fn quantity(argument: &str, value: &Bound<'_, PyAny>) -> PyResult<Quantity> {
+    let bad = || {
+        PyValueError::new_err(format!(
+            "{argument}: expected a number, a string such as \"1.5h\" or \"500MB\", \
+             or a (number, unit) tuple, got {}",
+            value.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+        ))
+    };
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
+        return Ok(Quantity::Number(value.extract::<f64>().map_err(|_| bad())?));
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(Quantity::Text(text.to_string()));
+    }
+    if let Ok(tuple) = value.cast::<PyTuple>() {
+        if tuple.len() == 2 {
+            let number = tuple.get_item(0)?;
+            let unit = tuple.get_item(1)?;
+            if !number.is_instance_of::<pyo3::types::PyBool>() {
+                if let (Ok(number), Ok(unit)) = (number.extract::<f64>(), unit.extract::<String>())
+                {
+                    return Ok(Quantity::WithUnit(number, unit));
+                }
+            }
+        }
+    }
+    Err(bad())
+}
+
+fn duration_arg(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let parsed = match quantity(argument, value)? {
+        Quantity::Number(n) => pynisher::duration_from_number(argument, n, "s"),
+        Quantity::Text(text) => pynisher::parse_duration(argument, &text),
+        Quantity::WithUnit(n, unit) => pynisher::duration_from_number(argument, n, &unit),
+    };
+    parsed.map(Some).map_err(to_py_err)
+}
+
+fn bytes_arg(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let parsed = match quantity(argument, value)? {
+        Quantity::Number(n) => pynisher::bytes_from_number(argument, n, "B"),
+        Quantity::Text(text) => pynisher::parse_bytes(argument, &text),
+        Quantity::WithUnit(n, unit) => pynisher::bytes_from_number(argument, n, &unit),
+    };
+    parsed.map(Some).map_err(to_py_err)
+}
+
+/// Validated limits for one `Pynisher`, built once when it is constructed.
+#[pyclass(name = "Limits", module = "pynisher._core", frozen)]
+struct LimitsPy(Limits);
+
+#[pymethods]
+impl LimitsPy {
+    #[new]
+    #[pyo3(signature = (*, wall_time=None, cpu_time=None, memory=None, memory_mode="address_space", grace_period=None))]
+    fn new(
+        wall_time: Option<&Bound<'_, PyAny>>,
+        cpu_time: Option<&Bound<'_, PyAny>>,
+        memory: Option<&Bound<'_, PyAny>>,
+        memory_mode: &str,
+        grace_period: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let grace = match grace_period.filter(|g| !g.is_none()) {
+            // Zero is allowed here: it means SIGKILL right away.
+            Some(g)
+                if g.extract::<f64>().is_ok_and(|s| s == 0.0)
+                    && !g.is_instance_of::<pyo3::types::PyBool>() =>
+            {
+                Duration::ZERO
+            }
+            Some(g) => duration_arg("grace_period", Some(g))?.unwrap_or_default(),
+            None => Duration::from_secs(1),
+        };
+        let limits = Limits {
+            wall_time: duration_arg("wall_time", wall_time)?,
+            cpu_time: duration_arg("cpu_time", cpu_time)?,
+            memory: bytes_arg("memory", memory)?,
+            memory_mode: memory_mode.parse::<MemoryMode>().map_err(to_py_err)?,
+            grace_period: grace,
+        };
+        limits.validate().map_err(to_py_err)?;
+        Ok(LimitsPy(limits))
+    }
+
+    /// Wall-time limit in seconds, or None.
+    #[getter]
+    fn wall_time(&self) -> Option<f64> {
+        self.0.wall_time.map(|d| d.as_secs_f64())
+    }
+
+    /// CPU-time limit in seconds, or None.
+    #[getter]
+    fn cpu_time(&self) -> Option<f64> {
+        self.0.cpu_time.map(|d| d.as_secs_f64())
+    }
+
+    /// Memory limit in bytes, or None.
+    #[getter]
+    fn memory(&self) -> Option<u64> {
+        self.0.memory
+    }
+
+    #[getter]
+    fn memory_mode(&self) -> &'static str {
+        self.0.memory_mode.as_str()
+    }
+
+    #[getter]
+    fn grace_period(&self) -> f64 {
+        self.0.grace_period.as_secs_f64()
+    }
+
+    /// Pickles by keyword arguments, so a `Pynisher` can travel to Dask or Ray
+    /// workers.
+    fn __getnewargs_ex__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, pyo3::types::PyDict>)> {
+        let py = slf.py();
+        let this = slf.get();
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("wall_time", this.wall_time())?;
+        kwargs.set_item("cpu_time", this.cpu_time())?;
+        kwargs.set_item("memory", this.memory())?;
+        kwargs.set_item("memory_mode", this.memory_mode())?;
+        kwargs.set_item("grace_period", this.grace_period())?;
+        Ok((PyTuple::empty(py), kwargs))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Limits(wall_time={:?}, cpu_time={:?}, memory={:?}, memory_mode={:?}, grace_period={})",
+            self.wall_time(),
+            self.cpu_time(),
+            self.memory(),
+            self.memory_mode(),
+            self.grace_period()
+        )
+    }
+}
+
+/// What one forked call did, as plain data for the Python layer.
+#[pyclass(name = "RawOutcome", module = "pynisher._core", frozen, get_all)]
+struct RawOutcome {
+    status: &'static str,
+    detail: String,
+    exitcode: Option<i32>,
+    signal: Option<i32>,
+    signal_name: Option<String>,
+    wall_time: f64,
+    cpu_user: f64,
+    cpu_system: f64,
+    peak_memory: u64,
+    /// "value", "error" or "memory" when the child sent a frame, else None.
+    frame: Option<&'static str>,
+    payload: Option<Py<PyByteArray>>,
+}
+
+/// Frame tags as the Python child names them.
+const FRAME_TAGS: [(&str, Tag); 3] = [
+    ("value", Tag::Value),
+    ("error", Tag::Error),
+    ("memory", Tag::OutOfMemory),
+];
+
+/// Runs `PyOS_BeforeFork` and friends around the fork, exactly as `os.fork`.
+struct PythonForkHooks;
+
+impl ForkHooks for PythonForkHooks {
+    fn before(&self) {
+        // SAFETY: called with the GIL held, as CPython requires.
+        unsafe { pyo3::ffi::PyOS_BeforeFork() }
+    }
+    fn after_parent(&self) {
+        // SAFETY: called with the GIL held, right after fork in the parent.
+        unsafe { pyo3::ffi::PyOS_AfterFork_Parent() }
+    }
+    fn after_child(&self) {
+        // SAFETY: called with the GIL held, in the child after fork.
+        unsafe { pyo3::ffi::PyOS_AfterFork_Child() }
+    }
+}
+
+/// In the child: calls `body()`, which returns `(tag, parts)`, and sends the
+/// parts as one frame. `body` catches everything itself; if it still fails,
+/// no frame is sent and the call is reported as crashed.
+fn run_body(py: Python<'_>, body: &Py<PyAny>, sender: &mut Sender) {
+    let sent = (|| -> PyResult<()> {
+        let reply = body.call0(py)?;
+        let (tag, parts): (String, Vec<Bound<'_, PyAny>>) = reply.extract(py)?;
+        let tag = FRAME_TAGS
+            .iter()
+            .find(|(name, _)| *name == tag)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown frame tag {tag:?}")))?;
+        let buffers = parts
+            .iter()
+            .map(PyUntypedBuffer::get)
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut slices = Vec::with_capacity(buffers.len());
+        for buffer in &buffers {
+            if !buffer.is_c_contiguous() {
+                return Err(PyValueError::new_err("result buffers must be contiguous"));
+            }
+            // SAFETY: the buffer is C-contiguous, `len_bytes` long and kept
+            // alive (and exported, so not resized) by `buffers` until the
+            // frame is sent below.
+            slices.push(unsafe {
+                std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes())
+            });
+        }
+        sender
+            .send(tag, &slices)
+            .map_err(|e| PynisherException::new_err(format!("sending the result: {e}")))
+    })();
+    if let Err(err) = sent {
+        err.print(py);
+    }
+}
+
+/// Forks, runs `body` in the child under `limits`, and supervises the child
+/// with the GIL released. Ctrl-C (any pending Python signal) kills the tree
+/// and raises in the caller.
+#[pyfunction]
+#[pyo3(signature = (body, limits, *, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+fn run_fork(
+    py: Python<'_>,
+    body: Py<PyAny>,
+    limits: &LimitsPy,
+    name: Option<String>,
+    terminate_child_processes: bool,
+    forceful_keyboard_interrupt: bool,
+) -> PyResult<RawOutcome> {
+    let options = ForkOptions {
+        name,
+        terminate_descendants: terminate_child_processes,
+    };
+    // SAFETY: the child only runs Python code after PyOS_AfterFork_Child, the
+    // same contract as `os.fork`.
+    let mut running = unsafe {
+        pynisher::fork_with(&limits.0, &options, &PythonForkHooks, |sender| {
+            run_body(py, &body, sender)
+        })
+    }
+    .map_err(to_py_err)?;
+    // Without the forceful option the tree first gets SIGINT, as a terminal's
+    // Ctrl-C would deliver, and the grace period to act on it.
+    running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
+    let finished = py
+        .detach(|| running.wait_with(|| Python::attach(|py| py.check_signals())))
+        .map_err(|stop| match stop {
+            Stop::Interrupted(err) => err,
+            Stop::Failed(err) => to_py_err(err),
+        })?;
+    let outcome = finished.outcome;
+    let (frame, payload) = match finished.frame {
+        Some(frame) => (
+            FRAME_TAGS
+                .iter()
+                .find(|(_, t)| *t == frame.tag)
+                .map(|(name, _)| *name),
+            Some(PyByteArray::new(py, &frame.payload).unbind()),
+        ),
+        None => (None, None),
+    };
+    Ok(RawOutcome {
+        status: outcome.status.as_str(),
+        detail: outcome.detail,
+        exitcode: outcome.exit.and_then(|e| e.code()),
+        signal: outcome.exit.and_then(|e| e.signal()),
+        signal_name: outcome
+            .exit
+            .and_then(|e| e.signal())
+            .map(pynisher::sys::signal_name),
+        wall_time: outcome.usage.wall_time.as_secs_f64(),
+        cpu_user: outcome.usage.cpu_user.as_secs_f64(),
+        cpu_system: outcome.usage.cpu_system.as_secs_f64(),
+        peak_memory: outcome.usage.peak_memory,
+        frame,
+        payload,
+    })
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<LimitsPy>()?;
+    m.add_class::<RawOutcome>()?;
+    m.add_function(wrap_pyfunction!(run_fork, m)?)?;
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    m.add("STATUSES", statuses)?;
+    let modes: Vec<&str> = MemoryMode::ALL.iter().map(|m| m.as_str()).collect();
+    m.add("MEMORY_MODES", modes)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

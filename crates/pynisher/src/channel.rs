@@ -1,0 +1,363 @@
+//! The framed result channel from the child to the supervisor.
+//!
+//! A frame is a 16-byte header (magic, tag, flags, payload length) followed by
+//! the payload. Payloads up to [`INLINE_MAX`] travel inline through the pipe;
+//! a pipe holds 64 KiB, so the child never blocks on them. Larger payloads go
+//! into a memfd that the supervisor created before the fork, and the frame only
+//! announces their length: a large result never has to squeeze through the
+//! pipe, and the child never waits for the parent to read.
+//!
+//! The receiver is incremental and never blocks: it takes whatever bytes are
+//! available and reports a frame only once it is complete. Anything that is
+//! not a well-formed frame marks the channel corrupt; it is never trusted to
+//! size an allocation.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::sys;
+
+const MAGIC: [u8; 4] = *b"PYNR";
+const HEADER_LEN: usize = 16;
+const FLAG_MEMFD: u8 = 1;
+
+/// The largest payload sent inline through the pipe.
+pub const INLINE_MAX: usize = 60 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Tag {
+    /// The call's return value.
+    Value = 1,
+    /// The exception or panic the call raised.
+    Error = 2,
+    /// The call ran out of memory under the memory limit. The payload may be
+    /// empty if even reporting the error failed for lack of memory.
+    OutOfMemory = 3,
+    /// Setting up the child failed before user code ran; the payload is a
+    /// UTF-8 message.
+    SetupFailed = 4,
+}
+
+impl Tag {
+    fn from_byte(byte: u8) -> Option<Tag> {
+        [Tag::Value, Tag::Error, Tag::OutOfMemory, Tag::SetupFailed]
+            .into_iter()
+            .find(|tag| *tag as u8 == byte)
+    }
+}
+
+/// A complete frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub tag: Tag,
+    pub payload: Vec<u8>,
+}
+
+/// The child's end: writes exactly one frame. Every method is
+/// async-signal-safe and allocates nothing.
+#[derive(Debug)]
+pub struct Sender {
+    pipe: RawFd,
+    memfd: RawFd,
+    sent: bool,
+}
+
+impl Sender {
+    /// Wraps the write end of the pipe and the shared memfd, both inherited
+    /// through fork.
+    pub fn new(pipe: RawFd, memfd: RawFd) -> Sender {
+        Sender {
+            pipe,
+            memfd,
+            sent: false,
+        }
+    }
+
+    /// Whether a frame has been sent.
+    pub fn has_sent(&self) -> bool {
+        self.sent
+    }
+
+    /// Sends one frame whose payload is the concatenation of `parts`.
+    ///
+    /// # Errors
+    /// The write failed, for example because the function closed the channel.
+    pub fn send(&mut self, tag: Tag, parts: &[&[u8]]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let inline = len <= INLINE_MAX;
+        if !inline {
+            let mut offset = 0u64;
+            for part in parts {
+                sys::pwrite_all(self.memfd, part, offset)?;
+                offset += part.len() as u64;
+            }
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4] = tag as u8;
+        header[5] = if inline { 0 } else { FLAG_MEMFD };
+        header[8..].copy_from_slice(&(len as u64).to_le_bytes());
+        // Header and inline payload go in one buffer where it fits, so the
+        // frame lands in the pipe in one atomic write.
+        let mut small = [0u8; 4096];
+        if inline && HEADER_LEN + len <= small.len() {
+            small[..HEADER_LEN].copy_from_slice(&header);
+            let mut at = HEADER_LEN;
+            for part in parts {
+                small[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            sys::write_all(self.pipe, &small[..at])?;
+        } else {
+            sys::write_all(self.pipe, &header)?;
+            if inline {
+                for part in parts {
+                    sys::write_all(self.pipe, part)?;
+                }
+            }
+        }
+        self.sent = true;
+        Ok(())
+    }
+}
+
+/// The state of the receiving end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// No complete frame yet.
+    Pending,
+    /// A complete frame has arrived; [`Receiver::take_frame`] returns it.
+    Complete(Tag),
+    /// The bytes on the channel are not a valid frame.
+    Corrupt(String),
+}
+
+/// The supervisor's end: reads without blocking and assembles one frame.
+#[derive(Debug)]
+pub struct Receiver {
+    pipe: OwnedFd,
+    memfd: OwnedFd,
+    buffer: Vec<u8>,
+    state: Received,
+    /// Payload length and whether it is in the memfd, once the header is read.
+    header: Option<(Tag, usize, bool)>,
+    eof: bool,
+}
+
+impl Receiver {
+    /// Wraps the read end of the pipe (made non-blocking here) and the memfd.
+    ///
+    /// # Errors
+    /// The pipe could not be made non-blocking.
+    pub fn new(pipe: OwnedFd, memfd: OwnedFd) -> io::Result<Receiver> {
+        sys::set_nonblocking(pipe.as_fd(), true)?;
+        Ok(Receiver {
+            pipe,
+            memfd,
+            buffer: Vec::new(),
+            state: Received::Pending,
+            header: None,
+            eof: false,
+        })
+    }
+
+    /// The pipe, for polling.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+
+    /// True once the pipe reported end of file or the state is final.
+    pub fn is_done(&self) -> bool {
+        self.eof || !matches!(self.state, Received::Pending)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &Received {
+        &self.state
+    }
+
+    /// Reads everything available now, without blocking.
+    pub fn pump(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        while !self.is_done() {
+            match sys::read(self.pipe.as_fd(), &mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.feed(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    self.state = Received::Corrupt(format!("reading the result channel: {err}"));
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        if self.header.is_none() && self.buffer.len() >= HEADER_LEN {
+            match self.parse_header() {
+                Ok(header) => self.header = Some(header),
+                Err(why) => {
+                    self.state = Received::Corrupt(why);
+                    return;
+                }
+            }
+        }
+        if let Some((tag, len, in_memfd)) = self.header {
+            if in_memfd || self.buffer.len() >= HEADER_LEN + len {
+                self.state = Received::Complete(tag);
+            }
+        }
+    }
+
+    fn parse_header(&self) -> Result<(Tag, usize, bool), String> {
+        let header = &self.buffer[..HEADER_LEN];
+        if header[..4] != MAGIC {
+            return Err(format!(
+                "garbage on the result channel: expected a frame header, got {:?}",
+                String::from_utf8_lossy(header)
+            ));
+        }
+        let tag = Tag::from_byte(header[4]).ok_or_else(|| {
+            format!(
+                "garbage on the result channel: unknown frame tag {}",
+                header[4]
+            )
+        })?;
+        let in_memfd = match header[5] {
+            0 => false,
+            FLAG_MEMFD => true,
+            flags => {
+                return Err(format!(
+                    "garbage on the result channel: unknown flags {flags}"
+                ))
+            }
+        };
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&header[8..]);
+        let len = u64::from_le_bytes(len_bytes);
+        let limit = if in_memfd {
+            sys::file_size(self.memfd.as_fd()).unwrap_or(0)
+        } else {
+            INLINE_MAX as u64
+        };
+        if len > limit {
+            return Err(format!(
+                "garbage on the result channel: frame claims {len} bytes, at most {limit} possible"
+            ));
+        }
+        Ok((tag, len as usize, in_memfd))
+    }
+
+    /// Takes the complete frame, reading a large payload from the memfd.
+    ///
+    /// # Errors
+    /// The memfd could not be read, or holds fewer bytes than announced.
+    pub fn take_frame(&mut self) -> io::Result<Option<Frame>> {
+        let (Received::Complete(tag), Some((_, len, in_memfd))) = (&self.state, self.header) else {
+            return Ok(None);
+        };
+        let tag = *tag;
+        let payload = if in_memfd {
+            let mut payload = vec![0u8; len];
+            let read = sys::pread_full(self.memfd.as_fd(), &mut payload, 0)?;
+            if read != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("result shorter than announced: {read} of {len} bytes"),
+                ));
+            }
+            payload
+        } else {
+            self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec()
+        };
+        self.buffer = Vec::new();
+        Ok(Some(Frame { tag, payload }))
+    }
+}
+
+/// Creates a connected pair. The sender's descriptors are raw because the
+/// child writes them after fork; the caller closes the parent's copy of them.
+///
+/// # Errors
+/// The pipe or the memfd could not be created.
+pub fn pair() -> io::Result<(Receiver, OwnedFd, OwnedFd)> {
+    let (read, write) = sys::pipe()?;
+    let memfd = sys::memfd(c"pynisher-result")?;
+    let child_memfd = memfd.try_clone()?;
+    Ok((Receiver::new(read, memfd)?, write, child_memfd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn roundtrip(tag: Tag, parts: &[&[u8]]) -> Frame {
+        let (mut rx, write, memfd) = pair().unwrap();
+        let mut tx = Sender::new(write.as_raw_fd(), memfd.as_raw_fd());
+        // A large inline frame can exceed what one pipe holds only if the
+        // reader is asleep; here the memfd keeps it small.
+        tx.send(tag, parts).unwrap();
+        drop(write);
+        rx.pump();
+        assert_eq!(rx.state(), &Received::Complete(tag));
+        rx.take_frame().unwrap().unwrap()
+    }
+
+    #[test]
+    fn small_and_large_payloads_round_trip() {
+        let frame = roundtrip(Tag::Value, &[b"hello ", b"world"]);
+        assert_eq!(frame.payload, b"hello world");
+        let big = vec![7u8; 5 << 20];
+        let frame = roundtrip(Tag::Error, &[&big[..1000], &big[1000..]]);
+        assert_eq!(frame.tag, Tag::Error);
+        assert_eq!(frame.payload, big);
+        let frame = roundtrip(Tag::OutOfMemory, &[]);
+        assert!(frame.payload.is_empty());
+    }
+
+    #[test]
+    fn partial_frames_stay_pending() {
+        let (mut rx, write, _memfd) = pair().unwrap();
+        sys::write_all(write.as_raw_fd(), &MAGIC).unwrap();
+        rx.pump();
+        assert_eq!(rx.state(), &Received::Pending);
+        assert!(!rx.is_done());
+    }
+
+    #[test]
+    fn garbage_is_reported_not_trusted() {
+        let cases: Vec<Vec<u8>> = vec![
+            b"this is not a frame at all".to_vec(),
+            {
+                let mut h = MAGIC.to_vec();
+                h.extend_from_slice(&[9, 0, 0, 0]);
+                h.extend_from_slice(&5u64.to_le_bytes());
+                h
+            },
+            {
+                let mut h = MAGIC.to_vec();
+                h.extend_from_slice(&[1, 0, 0, 0]);
+                h.extend_from_slice(&u64::MAX.to_le_bytes());
+                h
+            },
+            {
+                let mut h = MAGIC.to_vec();
+                h.extend_from_slice(&[1, FLAG_MEMFD, 0, 0]);
+                h.extend_from_slice(&(1u64 << 40).to_le_bytes());
+                h
+            },
+        ];
+        for bytes in cases {
+            let (mut rx, write, _memfd) = pair().unwrap();
+            sys::write_all(write.as_raw_fd(), &bytes).unwrap();
+            rx.pump();
+            match rx.state() {
+                Received::Corrupt(why) => assert!(why.contains("garbage"), "{why}"),
+                other => panic!("{bytes:?} gave {other:?}"),
+            }
+        }
+    }
+}

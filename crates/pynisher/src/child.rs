@@ -1,0 +1,252 @@
+//! Child-side setup, done right after fork and before any user code.
+//!
+//! [`ChildSetup`] is built in the parent, so that the child only runs
+//! async-signal-safe system calls on data that already exists: no allocation,
+//! no locks, no formatting.
+
+use std::ffi::CString;
+
+use crate::limits::{Limits, MemoryMode};
+use crate::sys::{self, Pid};
+
+/// Everything the child needs to set itself up, computed before the fork.
+#[derive(Debug, Clone)]
+pub struct ChildSetup {
+    parent: Pid,
+    name: Option<CString>,
+    /// `RLIMIT_CPU` soft and hard limits in whole seconds.
+    cpu_rlimit: Option<(u64, u64)>,
+    /// Address space the call may add on top of the child's own.
+    memory_headroom: Option<u64>,
+    page_size: u64,
+}
+
+/// A setup step that failed: which one, and `errno`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetupError {
+    pub step: &'static str,
+    pub errno: i32,
+}
+
+impl SetupError {
+    /// Writes "step failed: errno N" into `buf` without allocating; returns the
+    /// used part.
+    pub fn describe<'a>(&self, buf: &'a mut [u8; 128]) -> &'a [u8] {
+        let mut at = 0;
+        for part in [self.step.as_bytes(), b" failed: errno "] {
+            let n = part.len().min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&part[..n]);
+            at += n;
+        }
+        let mut digits = [0u8; 12];
+        let mut value = self.errno.unsigned_abs();
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (value % 10) as u8;
+            len += 1;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        for i in (0..len).rev() {
+            if at < buf.len() {
+                buf[at] = digits[i];
+                at += 1;
+            }
+        }
+        &buf[..at]
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+impl ChildSetup {
+    /// Prepares the setup for `limits`. `name` becomes the process name seen
+    /// in `ps` and `/proc/<pid>/comm` (the kernel keeps 15 bytes).
+    pub fn new(limits: &Limits, name: Option<&str>) -> ChildSetup {
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let name = name.map(|n| {
+            let bytes: Vec<u8> = n.bytes().filter(|b| *b != 0).take(15).collect();
+            CString::new(bytes).expect("NUL bytes were filtered out")
+        });
+        let cpu_rlimit = limits.cpu_time.map(|cpu| {
+            // The supervisor enforces fractional limits on the whole tree; this
+            // per-process backstop only fires if the supervisor cannot.
+            let soft = cpu.as_secs_f64().ceil().max(1.0) as u64;
+            let hard = soft + limits.grace_period.as_secs_f64().ceil().max(1.0) as u64;
+            (soft, hard)
+        });
+        let memory_headroom = match limits.memory_mode {
+            MemoryMode::AddressSpace => limits.memory,
+            MemoryMode::Resident => None,
+        };
+        ChildSetup {
+            parent,
+            name,
+            cpu_rlimit,
+            memory_headroom,
+            page_size: sys::page_size(),
+        }
+    }
+
+    /// Applies the setup in the freshly forked child. Async-signal-safe.
+    ///
+    /// In order: its own process group; SIGKILL when the parent dies (then a
+    /// check that the parent has not died already); child subreaper, so that
+    /// orphans stay in its tree; the process name; `RLIMIT_CPU`; `RLIMIT_AS`
+    /// as the current address space plus the headroom.
+    ///
+    /// # Errors
+    /// The first step that failed. If the parent is already gone the child
+    /// exits at once instead.
+    pub fn apply(&self) -> Result<(), SetupError> {
+        // SAFETY: plain system calls with integer arguments only; all are
+        // async-signal-safe.
+        unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(SetupError {
+                    step: "setpgid",
+                    errno: errno(),
+                });
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(SetupError {
+                    step: "prctl(PR_SET_PDEATHSIG)",
+                    errno: errno(),
+                });
+            }
+            // The parent may have died before PDEATHSIG was armed.
+            if libc::getppid() != self.parent {
+                libc::_exit(137);
+            }
+        }
+        if sys::become_subreaper().is_err() {
+            return Err(SetupError {
+                step: "prctl(PR_SET_CHILD_SUBREAPER)",
+                errno: errno(),
+            });
+        }
+        if let Some(name) = &self.name {
+            // SAFETY: `name` is a valid NUL-terminated string of at most 16 bytes.
+            if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) } != 0 {
+                return Err(SetupError {
+                    step: "prctl(PR_SET_NAME)",
+                    errno: errno(),
+                });
+            }
+        }
+        if let Some((soft, hard)) = self.cpu_rlimit {
+            set_rlimit(libc::RLIMIT_CPU, soft, hard, "setrlimit(RLIMIT_CPU)")?;
+        }
+        if let Some(headroom) = self.memory_headroom {
+            let base = current_address_space(self.page_size).ok_or(SetupError {
+                step: "reading /proc/self/statm",
+                errno: errno(),
+            })?;
+            let limit = base.saturating_add(headroom);
+            set_rlimit(libc::RLIMIT_AS, limit, limit, "setrlimit(RLIMIT_AS)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Lowers a limit to `soft`/`hard`, never above an existing hard limit (a
+/// nested call cannot raise what its own caller imposed).
+fn set_rlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
+    step: &'static str,
+) -> Result<(), SetupError> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `current` is valid for writes.
+    if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+        return Err(SetupError {
+            step,
+            errno: errno(),
+        });
+    }
+    let hard = hard.min(current.rlim_max);
+    let new = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: `new` is a valid rlimit.
+    if unsafe { libc::setrlimit(resource, &new) } != 0 {
+        return Err(SetupError {
+            step,
+            errno: errno(),
+        });
+    }
+    Ok(())
+}
+
+/// The calling process's virtual size in bytes, from `/proc/self/statm`,
+/// read into a stack buffer. Async-signal-safe.
+pub fn current_address_space(page_size: u64) -> Option<u64> {
+    let mut buf = [0u8; 128];
+    // SAFETY: a static NUL-terminated path; open/read/close are
+    // async-signal-safe and `buf` is valid for writes.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return None;
+    }
+    let mut pages: u64 = 0;
+    for &b in &buf[..n as usize] {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        pages = pages * 10 + u64::from(b - b'0');
+    }
+    Some(pages * page_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_errors_without_allocating() {
+        let mut buf = [0u8; 128];
+        let err = SetupError {
+            step: "setrlimit(RLIMIT_AS)",
+            errno: 22,
+        };
+        assert_eq!(
+            err.describe(&mut buf),
+            b"setrlimit(RLIMIT_AS) failed: errno 22"
+        );
+    }
+
+    #[test]
+    fn reads_own_address_space() {
+        let size = current_address_space(sys::page_size()).unwrap();
+        assert!(size > 1 << 20, "{size}");
+    }
+
+    #[test]
+    fn cpu_backstop_rounds_up() {
+        let limits = Limits::new().cpu_time(std::time::Duration::from_millis(200));
+        let setup = ChildSetup::new(&limits, Some("a-very-long-process-name"));
+        assert_eq!(setup.cpu_rlimit, Some((1, 2)));
+        assert_eq!(setup.name.unwrap().as_bytes().len(), 15);
+    }
+}

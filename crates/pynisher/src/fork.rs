@@ -1,0 +1,144 @@
+//! Run code in a forked child under limits.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use crate::channel::{self, Sender, Tag};
+use crate::child::ChildSetup;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::supervisor::Supervised;
+use crate::tree;
+
+/// How long a child may spend killing its own descendants before it exits
+/// anyway; the supervisor's group kill is the backstop.
+const SELF_CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Exit code of a child whose body returned without sending a frame.
+pub const EXIT_NO_FRAME: i32 = 70;
+/// Exit code of a child whose setup failed.
+pub const EXIT_SETUP_FAILED: i32 = 71;
+
+/// Calls made around `fork`, for embedders with state of their own to
+/// protect. The Python binding runs `PyOS_BeforeFork`, `PyOS_AfterFork_Parent`
+/// and `PyOS_AfterFork_Child` here, as `os.fork` does.
+pub trait ForkHooks {
+    /// In the parent, right before `fork`.
+    fn before(&self) {}
+    /// In the parent, right after `fork`.
+    fn after_parent(&self) {}
+    /// In the child, after the limits are set and before the body runs.
+    fn after_child(&self) {}
+}
+
+/// No hooks.
+pub struct NoHooks;
+impl ForkHooks for NoHooks {}
+
+/// Options of one forked call besides its limits.
+#[derive(Debug, Clone, Default)]
+pub struct ForkOptions {
+    /// Process name shown by `ps` and in `/proc/<pid>/comm`.
+    pub name: Option<String>,
+    /// Kill every process the call started before it returns, even after a
+    /// successful call.
+    pub terminate_descendants: bool,
+}
+
+/// Forks a child that sets itself up under `limits` and runs `body`, which
+/// reports through the [`Sender`]. Returns the running child, to be waited
+/// for with [`Supervised::wait`] or [`Supervised::wait_with`].
+///
+/// The child exits with `_exit` once `body` returns, so no destructors,
+/// `atexit` handlers or buffered output of the parent run in it.
+///
+/// # Safety
+/// The child is a copy of this process with only the calling thread. If
+/// another thread held a lock at the moment of the fork (a `Mutex`, or the
+/// allocator of a non-glibc malloc), `body` can deadlock on it; the limits
+/// still end the call, but only the wall-time limit ends a deadlock. The
+/// caller must make sure `body` is fit to run in such a child, as with
+/// `fork(2)` itself.
+///
+/// # Errors
+/// The limits are invalid, or the channel, the fork or the pidfd failed.
+pub unsafe fn fork_with<H, F>(
+    limits: &Limits,
+    options: &ForkOptions,
+    hooks: &H,
+    body: F,
+) -> Result<Supervised>
+where
+    H: ForkHooks,
+    F: FnOnce(&mut Sender),
+{
+    limits.validate()?;
+    let setup = ChildSetup::new(limits, options.name.as_deref());
+    let (receiver, write_end, child_memfd) =
+        channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
+    let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
+
+    hooks.before();
+    let started = Instant::now();
+    // SAFETY: fork has no memory-safety preconditions of its own; what the
+    // child may do is the caller's contract, documented above.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        run_child(
+            &setup,
+            hooks,
+            &mut sender,
+            body,
+            options.terminate_descendants,
+        );
+    }
+    hooks.after_parent();
+    if pid < 0 {
+        return Err(Error::last_os("fork"));
+    }
+    drop(write_end);
+    drop(child_memfd);
+    Supervised::new(
+        pid,
+        Some(receiver),
+        limits.clone(),
+        started,
+        options.terminate_descendants,
+    )
+}
+
+fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
+    setup: &ChildSetup,
+    hooks: &H,
+    sender: &mut Sender,
+    body: F,
+    terminate_descendants: bool,
+) -> ! {
+    if let Err(err) = setup.apply() {
+        let mut buf = [0u8; 128];
+        let _ = sender.send(Tag::SetupFailed, &[err.describe(&mut buf)]);
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+    }
+    hooks.after_child();
+    body(sender);
+    if terminate_descendants && has_children() {
+        tree::kill_own_descendants(SELF_CLEANUP_TIMEOUT);
+    }
+    let code = if sender.has_sent() { 0 } else { EXIT_NO_FRAME };
+    // SAFETY: _exit ends the process without running the parent's atexit
+    // handlers or destructors, which belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether the calling process has any child, live or zombie. A subreaper
+/// without children has no descendants at all, so the costly scan of
+/// `/proc` can be skipped.
+fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data; waitid only writes to it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is valid for writes; WNOWAIT leaves any child unreaped.
+    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+    !(ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}

@@ -1,0 +1,45 @@
+//! Run a closure or a command in a child process under limits on wall time,
+//! CPU time and memory, and learn exactly why it stopped and what it used.
+//!
+//! # What it guarantees
+//!
+//! - **Exactly one status per call.** A complete result frame wins; then the
+//!   supervisor's own reason for killing the tree; then the kernel's evidence
+//!   (SIGXCPU, or CPU time at or over the limit); otherwise the call crashed,
+//!   and the exit code or signal name says how.
+//! - **No process left behind.** The child is a subreaper in its own process
+//!   group, so orphans stay findable. Every descendant the supervisor sees gets
+//!   a pidfd, which names it even after its parent died and is immune to pid
+//!   reuse. The tree is frozen with SIGSTOP before it is killed, so nothing can
+//!   fork behind the kill.
+//! - **No deadlock on large results.** Payloads up to 60 KiB go through a pipe
+//!   that the supervisor drains as it waits; larger ones through a memfd.
+//! - **The caller dies, the tree dies.** The child has a parent-death signal of
+//!   SIGKILL.
+//!
+//! # Why the design holds
+//!
+//! The supervisor never reaps the child before the tree is dead, so neither
+//! its pid nor its process group id can be reused during the kill. It waits on
+//! the pidfd, the channel and the deadline with one `poll`, so the wall-time
+//! limit is precise to the millisecond and no thread is needed.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod channel;
+pub mod child;
+mod error;
+pub mod fork;
+mod limits;
+mod outcome;
+pub mod supervisor;
+pub mod sys;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Result};
+pub use fork::{fork_with, ForkHooks, ForkOptions, NoHooks};
+pub use limits::{
+    bytes_from_number, duration_from_number, parse_bytes, parse_duration, Limits, MemoryMode,
+};
+pub use outcome::{Exit, Outcome, Status, Usage};
+pub use supervisor::{Finished, Stop, Supervised};

@@ -1,0 +1,506 @@
+//! The wait loop: deadline, sampling, kill, reap, classify.
+//!
+//! The supervisor waits on three things at once with `poll`: the child's pidfd
+//! (readable when it exits), the result channel (read as data arrives, so a
+//! large result never fills the pipe) and the nearest deadline. Between them
+//! it wakes on a short tick to sample the tree and to run the caller's
+//! interrupt check, so Ctrl-C in a Python caller is noticed within
+//! [`CHECK_INTERVAL`].
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::channel::{Frame, Received, Receiver, Tag};
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::outcome::{Exit, Outcome, Status, Usage};
+use crate::sys::{self, Pid};
+use crate::tree::{Sample, Tree};
+
+/// How often the caller's interrupt check runs.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the tree is scanned when no tree limit needs closer watching;
+/// the scan remembers descendants so that orphans can still be killed.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
+/// The finest CPU sampling interval, used close to the limit.
+const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
+/// How long killing the tree may take before the supervisor gives up waiting.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the supervisor stopped early.
+#[derive(Debug)]
+pub enum Stop<E> {
+    /// The caller's check returned this error; the tree has been killed.
+    Interrupted(E),
+    /// Supervision itself failed; the tree has been killed.
+    Failed(Error),
+}
+
+/// The end of a supervised call: its outcome and the frame it sent, if any.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Outcome,
+    /// The complete frame the child sent, if it sent one.
+    pub frame: Option<Frame>,
+}
+
+/// A running child under supervision.
+pub struct Supervised {
+    pid: Pid,
+    pidfd: OwnedFd,
+    receiver: Option<Receiver>,
+    limits: Limits,
+    started: Instant,
+    terminate_descendants: bool,
+    interrupt_signal: Option<i32>,
+}
+
+/// The reason the supervisor stopped the tree, if it did.
+#[derive(Debug, Clone)]
+struct KillReason {
+    status: Status,
+    detail: String,
+}
+
+impl Supervised {
+    /// Takes charge of `pid`, an unreaped child of this process started at
+    /// `started`.
+    ///
+    /// # Errors
+    /// The pidfd could not be opened.
+    pub fn new(
+        pid: Pid,
+        receiver: Option<Receiver>,
+        limits: Limits,
+        started: Instant,
+        terminate_descendants: bool,
+    ) -> Result<Supervised, Error> {
+        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::os("pidfd_open", e))?;
+        Ok(Supervised {
+            pid,
+            pidfd,
+            receiver,
+            limits,
+            started,
+            terminate_descendants,
+            interrupt_signal: None,
+        })
+    }
+
+    /// On an interrupt, first send `signal` to the tree and give it the grace
+    /// period to exit before killing it. `None` (the default) kills at once.
+    pub fn set_interrupt_signal(&mut self, signal: Option<i32>) {
+        self.interrupt_signal = signal;
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Supervises the call to its end.
+    ///
+    /// # Errors
+    /// Only if supervision itself fails; every outcome of the call, limits
+    /// included, is an `Ok`.
+    pub fn wait(self) -> Result<Finished, Error> {
+        self.wait_with(|| Ok::<(), std::convert::Infallible>(()))
+            .map_err(|stop| match stop {
+                Stop::Failed(err) => err,
+                Stop::Interrupted(never) => match never {},
+            })
+    }
+
+    /// Supervises the call to its end, running `check` every
+    /// [`CHECK_INTERVAL`]. If `check` fails, the whole tree is killed and
+    /// reaped and its error is returned as [`Stop::Interrupted`].
+    ///
+    /// # Errors
+    /// [`Stop::Interrupted`] as above, or [`Stop::Failed`] if supervision
+    /// itself fails.
+    pub fn wait_with<E>(
+        mut self,
+        mut check: impl FnMut() -> Result<(), E>,
+    ) -> Result<Finished, Stop<E>> {
+        let mut tree = Tree::new(self.pid);
+        let wall_deadline = self.limits.wall_time.map(|t| self.started + t);
+        let mut kill_reason: Option<KillReason> = None;
+        let mut hard_kill_at: Option<Instant> = None;
+        let mut next_sample = self.started + self.first_sample_delay();
+        let mut next_check = Instant::now() + CHECK_INTERVAL;
+        let mut sample = Sample::default();
+
+        loop {
+            let now = Instant::now();
+            if kill_reason.is_none() {
+                if let Some(deadline) = wall_deadline.filter(|d| now >= *d) {
+                    let limit = self.limits.wall_time.unwrap_or_default();
+                    kill_reason = Some(KillReason {
+                        status: Status::WallTime,
+                        detail: format!(
+                            "wall time {:.3} s reached the limit of {}; stopped with SIGTERM",
+                            (now - self.started).as_secs_f64(),
+                            fmt_secs(limit)
+                        ),
+                    });
+                    self.soft_stop(&mut tree, libc::SIGTERM);
+                    hard_kill_at = Some(deadline.max(now) + self.limits.grace_period);
+                }
+            }
+            if hard_kill_at.is_some_and(|at| now >= at) {
+                tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                hard_kill_at = None;
+            }
+            if now >= next_sample {
+                (sample, _) = tree.refresh();
+                if let (None, Some(limit)) = (&kill_reason, self.limits.cpu_time) {
+                    if sample.cpu >= limit {
+                        kill_reason = Some(KillReason {
+                            status: Status::CpuTime,
+                            detail: format!(
+                                "CPU time {:.3} s of the process tree reached the limit of {}; \
+                                 stopped with SIGXCPU",
+                                sample.cpu.as_secs_f64(),
+                                fmt_secs(limit)
+                            ),
+                        });
+                        self.soft_stop(&mut tree, libc::SIGXCPU);
+                        hard_kill_at = Some(now + self.limits.grace_period);
+                    }
+                }
+                next_sample = now + self.sample_interval(sample.cpu);
+            }
+            if now >= next_check {
+                if let Err(err) = check() {
+                    if let Some(signal) = self.interrupt_signal {
+                        self.soft_stop(&mut tree, signal);
+                        let mut fd = [libc::pollfd {
+                            fd: self.pidfd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        }];
+                        let _ = sys::poll(&mut fd, Some(self.limits.grace_period));
+                    }
+                    tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                    let _ = sys::wait4(self.pid, true);
+                    return Err(Stop::Interrupted(err));
+                }
+                next_check = now + CHECK_INTERVAL;
+            }
+
+            let mut wake = next_sample.min(next_check);
+            if kill_reason.is_none() {
+                if let Some(deadline) = wall_deadline {
+                    wake = wake.min(deadline);
+                }
+            }
+            if let Some(at) = hard_kill_at {
+                wake = wake.min(at);
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: -1,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if let Some(rx) = self.receiver.as_ref().filter(|rx| !rx.is_done()) {
+                fds[1].fd = rx.fd().as_raw_fd();
+            }
+            if let Err(err) = sys::poll(
+                &mut fds,
+                Some(wake.saturating_duration_since(Instant::now())),
+            ) {
+                tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                let _ = sys::wait4(self.pid, true);
+                return Err(Stop::Failed(Error::os("poll", err)));
+            }
+            if fds[1].revents != 0 {
+                if let Some(rx) = self.receiver.as_mut() {
+                    rx.pump();
+                }
+            }
+            if fds[0].revents != 0 {
+                break;
+            }
+        }
+
+        // The child has exited but is not reaped yet, so its pid (and its
+        // process group) cannot be reused while the rest is cleaned up.
+        let ended = Instant::now();
+        if let Some(rx) = self.receiver.as_mut() {
+            rx.pump();
+        }
+        let has_result = self
+            .receiver
+            .as_ref()
+            .is_some_and(|rx| matches!(rx.state(), Received::Complete(_)));
+        // A child that delivered its result has already killed its own
+        // descendants if asked to; only a limit, a crash or a command needs
+        // the (costlier) scan here. The group kill is one cheap backstop.
+        let must_scan = self.terminate_descendants && (!has_result || tree.members_seen() > 0);
+        if kill_reason.is_some() || must_scan {
+            tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+        } else if self.terminate_descendants {
+            let _ = sys::kill(-self.pid, libc::SIGKILL);
+        }
+        let reaped = sys::wait4(self.pid, true).map_err(|e| Stop::Failed(Error::os("wait4", e)))?;
+
+        let (exit, rusage) = match reaped {
+            Some((status, usage)) => (Some(Exit::from_wait_status(status)), Some(usage)),
+            None => (None, None),
+        };
+        let usage = measure(ended - self.started, rusage, sample);
+        let mut frame = None;
+        let mut corrupt = None;
+        if let Some(rx) = self.receiver.as_mut() {
+            match rx.state().clone() {
+                Received::Complete(_) => match rx.take_frame() {
+                    Ok(f) => frame = f,
+                    Err(err) => corrupt = Some(format!("could not read the result: {err}")),
+                },
+                Received::Corrupt(why) => corrupt = Some(why),
+                Received::Pending => {}
+            }
+        }
+        let (status, detail) = classify(
+            &self.limits,
+            frame.as_ref(),
+            kill_reason,
+            exit,
+            &usage,
+            corrupt,
+        );
+        Ok(Finished {
+            outcome: Outcome {
+                status,
+                exit,
+                usage,
+                detail,
+            },
+            frame,
+        })
+    }
+
+    /// Sends the soft-stop signal to the whole tree.
+    fn soft_stop(&self, tree: &mut Tree, signal: i32) {
+        tree.refresh();
+        tree.signal(Some(&self.pidfd), signal);
+        let _ = sys::kill(-self.pid, signal);
+        // A stopped process would never act on the signal.
+        tree.signal(Some(&self.pidfd), libc::SIGCONT);
+        let _ = sys::kill(-self.pid, libc::SIGCONT);
+    }
+
+    fn first_sample_delay(&self) -> Duration {
+        match self.limits.cpu_time {
+            Some(limit) => (limit / 2).clamp(MIN_SAMPLE_INTERVAL, SNAPSHOT_INTERVAL),
+            None => SNAPSHOT_INTERVAL,
+        }
+    }
+
+    /// Samples more often as the tree's CPU time approaches the limit: the
+    /// tree cannot burn more than one CPU-second per second per core.
+    fn sample_interval(&self, cpu: Duration) -> Duration {
+        let Some(limit) = self.limits.cpu_time else {
+            return SNAPSHOT_INTERVAL;
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        (limit.saturating_sub(cpu) / cores).clamp(MIN_SAMPLE_INTERVAL, SNAPSHOT_INTERVAL)
+    }
+
+    /// The pidfd, for callers that poll several children.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// Combines `wait4`'s rusage (the child plus every descendant it reaped) with
+/// the last tree sample (live descendants, and orphans reaped elsewhere).
+fn measure(wall: Duration, rusage: Option<libc::rusage>, sample: Sample) -> Usage {
+    let (mut user, mut system, peak) = match rusage {
+        Some(ru) => (
+            sys::timeval(ru.ru_utime),
+            sys::timeval(ru.ru_stime),
+            (ru.ru_maxrss.max(0) as u64) * 1024,
+        ),
+        None => (Duration::ZERO, Duration::ZERO, 0),
+    };
+    if sample.cpu > user + system {
+        // The sample saw CPU time that rusage does not cover; attribute the
+        // difference to user time, where busy descendants spend it.
+        user += sample.cpu - (user + system);
+    }
+    if user + system == Duration::ZERO {
+        system = Duration::ZERO;
+    }
+    Usage {
+        wall_time: wall,
+        cpu_user: user,
+        cpu_system: system,
+        peak_memory: peak,
+    }
+}
+
+/// Gives the call exactly one status. The first cause wins: a complete result
+/// frame, then the supervisor's own kill reason, then the kernel's evidence,
+/// and otherwise a crash with the exit code or signal.
+fn classify(
+    limits: &Limits,
+    frame: Option<&Frame>,
+    kill_reason: Option<KillReason>,
+    exit: Option<Exit>,
+    usage: &Usage,
+    corrupt: Option<String>,
+) -> (Status, String) {
+    if let Some(frame) = frame {
+        return match frame.tag {
+            Tag::Value => (Status::Ok, "returned a value".into()),
+            Tag::Error => (Status::Error, "raised an exception".into()),
+            Tag::OutOfMemory => (
+                Status::Memory,
+                match limits.memory {
+                    Some(m) => format!("ran out of memory under the memory limit of {m} bytes"),
+                    None => "ran out of memory".into(),
+                },
+            ),
+            Tag::SetupFailed => (
+                Status::Crashed,
+                format!(
+                    "setting up the child failed: {}",
+                    String::from_utf8_lossy(&frame.payload)
+                ),
+            ),
+        };
+    }
+    if let Some(reason) = kill_reason {
+        return (reason.status, reason.detail);
+    }
+    let exit_text = exit.map_or_else(
+        || "ended (its exit status was lost)".to_owned(),
+        |e| e.to_string(),
+    );
+    if let Some(limit) = limits.cpu_time {
+        let cpu = usage.cpu_time();
+        if exit == Some(Exit::Signal(libc::SIGXCPU)) || cpu >= limit {
+            return (
+                Status::CpuTime,
+                format!(
+                    "{exit_text}; CPU time {:.3} s against a limit of {} (evidence: {})",
+                    cpu.as_secs_f64(),
+                    fmt_secs(limit),
+                    if exit == Some(Exit::Signal(libc::SIGXCPU)) {
+                        "SIGXCPU from RLIMIT_CPU"
+                    } else {
+                        "CPU time at or over the limit"
+                    }
+                ),
+            );
+        }
+    }
+    let mut detail = match corrupt {
+        Some(why) => format!("{exit_text}; {why}"),
+        None => format!("{exit_text} without a result"),
+    };
+    if limits.memory.is_some() && exit.and_then(Exit::signal).is_some() {
+        detail.push_str(
+            " (a memory limit was set; running out of memory inside native code can end this way)",
+        );
+    }
+    (Status::Crashed, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: Tag) -> Frame {
+        Frame {
+            tag,
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_result_frame_wins_over_everything() {
+        let limits = Limits::new().cpu_time(Duration::from_secs(1));
+        let reason = KillReason {
+            status: Status::WallTime,
+            detail: String::new(),
+        };
+        let usage = Usage {
+            cpu_user: Duration::from_secs(5),
+            ..Usage::default()
+        };
+        let (status, _) = classify(
+            &limits,
+            Some(&frame(Tag::Value)),
+            Some(reason),
+            Some(Exit::Signal(libc::SIGXCPU)),
+            &usage,
+            None,
+        );
+        assert_eq!(status, Status::Ok);
+    }
+
+    #[test]
+    fn kernel_evidence_maps_to_cpu_time() {
+        let limits = Limits::new().cpu_time(Duration::from_secs(1));
+        let (status, detail) = classify(
+            &limits,
+            None,
+            None,
+            Some(Exit::Signal(libc::SIGXCPU)),
+            &Usage::default(),
+            None,
+        );
+        assert_eq!(status, Status::CpuTime);
+        assert!(detail.contains("SIGXCPU"), "{detail}");
+        // Without a CPU limit the same signal is just a crash.
+        let (status, detail) = classify(
+            &Limits::new(),
+            None,
+            None,
+            Some(Exit::Signal(libc::SIGXCPU)),
+            &Usage::default(),
+            None,
+        );
+        assert_eq!(status, Status::Crashed);
+        assert!(detail.contains("killed by SIGXCPU"), "{detail}");
+    }
+
+    #[test]
+    fn crashes_name_the_exit() {
+        let (status, detail) = classify(
+            &Limits::new(),
+            None,
+            None,
+            Some(Exit::Code(3)),
+            &Usage::default(),
+            None,
+        );
+        assert_eq!(status, Status::Crashed);
+        assert!(detail.contains("exited with code 3"), "{detail}");
+        let (_, detail) = classify(
+            &Limits::new(),
+            None,
+            None,
+            Some(Exit::Signal(libc::SIGSEGV)),
+            &Usage::default(),
+            Some("garbage on the result channel".into()),
+        );
+        assert!(
+            detail.contains("SIGSEGV") && detail.contains("garbage"),
+            "{detail}"
+        );
+    }
+}

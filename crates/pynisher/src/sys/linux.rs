@@ -1,0 +1,430 @@
+//! Linux system calls used by the supervisor, the tree walker and the child.
+
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub type Pid = libc::pid_t;
+
+/// Runs `f` until it does not fail with `EINTR`.
+pub fn retry<T: PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    loop {
+        let ret = f();
+        if ret != T::from(-1) {
+            return Ok(ret);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a file descriptor that refers to `pid` and stays valid
+/// even if the pid is reused. It polls readable once the process has exited.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = retry(|| unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: signals the process behind `pidfd`, immune to pid
+/// reuse. A process that already exited is not an error.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: a valid pidfd, a signal number, a null siginfo and zero flags.
+    let ret = retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    });
+    match ret {
+        Ok(_) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// `kill(2)`; a process or group that no longer exists is not an error.
+pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    match retry(|| unsafe { libc::kill(pid, signal) }) {
+        Ok(_) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// `poll(2)` over `fds`; `None` waits forever. Returns how many are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let millis = match timeout {
+        None => -1,
+        // Round up so that a deadline 0.3 ms away does not spin.
+        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+    };
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(err);
+    }
+    Ok(ret as usize)
+}
+
+/// `wait4(2)` on one child. With `block == false`, `Ok(None)` means it is
+/// still running.
+pub fn wait4(pid: Pid, block: bool) -> io::Result<Option<(libc::c_int, libc::rusage)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: both out-pointers are valid for writes.
+    let ret = retry(|| unsafe { libc::wait4(pid, &mut status, flags, &mut usage) })?;
+    if ret == 0 {
+        return Ok(None);
+    }
+    Ok(Some((status, usage)))
+}
+
+/// Reaps every child that has already exited, without blocking.
+pub fn reap_exited_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is valid for writes; WNOHANG never blocks.
+        let ret = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if ret <= 0 {
+            if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+/// A pipe whose both ends are close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    retry(|| unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both fds are new and owned by us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL on a valid fd.
+    let flags = retry(|| unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    let flags = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: F_SETFL with flags derived from F_GETFL.
+    retry(|| unsafe { libc::fcntl(raw, libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// An anonymous, close-on-exec memory file (`memfd_create(2)`).
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated.
+    let fd = retry(|| unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: a fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `read(2)` once, retrying `EINTR`. `Ok(0)` is end of file.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = retry(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
+}
+
+/// `pread(2)` until `buf` is full or end of file. Returns the bytes read.
+pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of its length.
+        let n = retry(|| unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+/// Writes all of `buf`, retrying `EINTR` and short writes. Async-signal-safe.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = retry(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// `pwrite(2)` all of `buf` at `offset`. Async-signal-safe.
+pub fn pwrite_all(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = retry(|| unsafe {
+            libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), offset as libc::off_t)
+        })?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Size of the file behind `fd`.
+pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: stat is plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes.
+    retry(|| unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc/<pid>/stat`.
+pub fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *TICKS.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    })
+}
+
+/// The memory page size in bytes.
+pub fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    })
+}
+
+/// Converts a `timeval` to a [`Duration`].
+pub fn timeval(tv: libc::timeval) -> Duration {
+    Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
+}
+
+/// The fields of `/proc/<pid>/stat` that pynisher uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: Pid,
+    /// One-letter state: R, S, D, T, t, Z, X, ...
+    pub state: u8,
+    pub ppid: Pid,
+    pub pgrp: Pid,
+    /// User and system time of the process, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    /// User and system time of its reaped children, in clock ticks.
+    pub cutime: u64,
+    pub cstime: u64,
+    /// Start time after boot in clock ticks; with the pid it names a process
+    /// uniquely.
+    pub starttime: u64,
+    /// Virtual memory size in bytes.
+    pub vsize: u64,
+    /// Resident set size in pages.
+    pub rss: u64,
+}
+
+impl ProcStat {
+    /// Parses the text of `/proc/<pid>/stat`.
+    pub fn parse(text: &str) -> Option<ProcStat> {
+        // The command name is in parentheses and may itself contain spaces and
+        // parentheses, so split at the last ')'.
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        let pid = text[..open].trim().parse().ok()?;
+        let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
+        // `rest[0]` is field 3 (state) of proc_pid_stat(5).
+        let field = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
+        Some(ProcStat {
+            pid,
+            state: *rest.first()?.as_bytes().first()?,
+            ppid: rest.get(1)?.parse().ok()?,
+            pgrp: rest.get(2)?.parse().ok()?,
+            utime: field(14)?,
+            stime: field(15)?,
+            cutime: field(16)?,
+            cstime: field(17)?,
+            starttime: field(22)?,
+            vsize: field(23)?,
+            rss: field(24)?,
+        })
+    }
+
+    /// Reads `/proc/<pid>/stat`; `None` if the process is gone.
+    pub fn read(pid: Pid) -> Option<ProcStat> {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        ProcStat::parse(&text)
+    }
+
+    /// Own plus reaped children's CPU time.
+    pub fn total_cpu(&self) -> Duration {
+        ticks(self.utime + self.stime + self.cutime + self.cstime)
+    }
+
+    /// True once the process has exited (zombie or dead).
+    pub fn is_exited(&self) -> bool {
+        matches!(self.state, b'Z' | b'X' | b'x')
+    }
+}
+
+/// Converts clock ticks to a [`Duration`].
+pub fn ticks(n: u64) -> Duration {
+    let per_second = clock_ticks();
+    Duration::from_secs(n / per_second)
+        + Duration::from_nanos((n % per_second) * 1_000_000_000 / per_second)
+}
+
+/// Every process visible in `/proc`.
+pub fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let name = entry.ok()?.file_name();
+        let pid: Pid = name.to_str()?.parse().ok()?;
+        ProcStat::read(pid)
+    })
+    .collect()
+}
+
+/// Private memory of one process in bytes: private resident pages plus swap,
+/// from `/proc/<pid>/smaps_rollup`. Pages still shared copy-on-write with the
+/// caller do not count.
+pub fn private_memory(pid: Pid) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut kib = 0;
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let key = words.next()?;
+        if matches!(key, "Private_Clean:" | "Private_Dirty:" | "Swap:") {
+            kib += words.next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(kib * 1024)
+}
+
+/// The conventional name of a signal, such as "SIGSEGV".
+pub fn signal_name(signal: i32) -> String {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    match NAMES.iter().find(|(n, _)| *n == signal) {
+        Some((_, name)) => (*name).to_owned(),
+        None if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal) => {
+            format!("SIGRTMIN+{}", signal - libc::SIGRTMIN())
+        }
+        None => format!("signal {signal}"),
+    }
+}
+
+/// Makes the calling process a child subreaper (`PR_SET_CHILD_SUBREAPER`):
+/// orphaned descendants are reparented to it instead of to init, so they stay
+/// findable. Async-signal-safe.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    retry(|| unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let text = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    7 3 2 1 20 0 1 0 12345 9000000 250 18446744073709551615";
+        let stat = ProcStat::parse(text).unwrap();
+        assert_eq!(stat.pid, 4242);
+        assert_eq!(stat.state, b'S');
+        assert_eq!(stat.ppid, 1);
+        assert_eq!(
+            (stat.utime, stat.stime, stat.cutime, stat.cstime),
+            (7, 3, 2, 1)
+        );
+        assert_eq!(stat.starttime, 12345);
+        assert_eq!(stat.vsize, 9_000_000);
+        assert_eq!(stat.rss, 250);
+    }
+
+    #[test]
+    fn reads_own_stat() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let stat = ProcStat::read(me).unwrap();
+        assert_eq!(stat.pid, me);
+        assert!(!stat.is_exited());
+        assert!(all_processes().iter().any(|p| p.pid == me));
+    }
+
+    #[test]
+    fn names_signals() {
+        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
+        assert_eq!(signal_name(libc::SIGXCPU), "SIGXCPU");
+        assert_eq!(signal_name(200), "signal 200");
+    }
+}

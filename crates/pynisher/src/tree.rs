@@ -1,0 +1,260 @@
+//! Finding, freezing and killing every descendant of a call.
+//!
+//! Linux offers no cheap "children of" query without `CONFIG_PROC_CHILDREN`,
+//! so the tree is found by scanning `/proc/*/stat` for parent links. Every
+//! process found gets a pidfd at once: once a parent dies its orphans are
+//! reparented away and can no longer be found through it, but the pidfd still
+//! names them, immune to pid reuse. Processes that stay in the call's process
+//! group are found through the group too, even after their parent died.
+//!
+//! Killing is freeze-then-kill: SIGSTOP everything found, wait until it is
+//! really stopped (a stopped process cannot fork), scan again, and repeat until
+//! a scan finds nothing new. Only then does everything get SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, Pid, ProcStat};
+
+/// How long to wait for SIGSTOP to take effect before scanning again. A
+/// process in uninterruptible sleep may not stop; it is killed regardless.
+const STOP_SETTLE: Duration = Duration::from_millis(100);
+
+struct Member {
+    pidfd: OwnedFd,
+    exited: bool,
+}
+
+/// The processes of one call: a root and every descendant seen so far.
+pub struct Tree {
+    root: Pid,
+    /// Whether the root belongs to the tree to be killed. False when a child
+    /// cleans up its own descendants.
+    include_root: bool,
+    members: HashMap<Pid, Member>,
+    /// CPU time of the tree at the last sample; never decreases.
+    cpu: Duration,
+}
+
+/// One sample of the tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// CPU time of every live process plus what each has reaped.
+    pub cpu: Duration,
+    /// How many processes are alive, root included.
+    pub alive: usize,
+}
+
+impl Tree {
+    /// A tree rooted at `root`, a child of the caller that it has not reaped.
+    pub fn new(root: Pid) -> Tree {
+        Tree {
+            root,
+            include_root: true,
+            members: HashMap::new(),
+            cpu: Duration::ZERO,
+        }
+    }
+
+    /// The descendants of the calling process, for a child that cleans up
+    /// after itself.
+    pub fn of_self() -> Tree {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        Tree {
+            include_root: false,
+            ..Tree::new(me)
+        }
+    }
+
+    /// Scans `/proc` once: finds new descendants (opening a pidfd on each) and
+    /// measures the tree's CPU time. Returns the sample and how many new
+    /// processes were found.
+    pub fn refresh(&mut self) -> (Sample, usize) {
+        let processes = sys::all_processes();
+        let mut children: HashMap<Pid, Vec<&ProcStat>> = HashMap::new();
+        for proc in &processes {
+            children.entry(proc.ppid).or_default().push(proc);
+        }
+        let by_pid: HashMap<Pid, &ProcStat> = processes.iter().map(|p| (p.pid, p)).collect();
+
+        // Start from the root, every member still alive (orphans keep their
+        // own children), and everything in the root's process group.
+        let mut seen: HashSet<Pid> = HashSet::from([self.root]);
+        seen.extend(
+            self.members
+                .iter()
+                .filter(|(_, m)| !m.exited)
+                .map(|(pid, _)| *pid),
+        );
+        seen.extend(
+            processes
+                .iter()
+                .filter(|p| p.pgrp == self.root)
+                .map(|p| p.pid),
+        );
+        let mut queue: Vec<Pid> = seen.iter().copied().collect();
+        let mut found_new = 0;
+        let mut sample = Sample::default();
+
+        while let Some(pid) = queue.pop() {
+            if pid != self.root && !self.members.contains_key(&pid) && self.adopt(pid, &by_pid) {
+                found_new += 1;
+            }
+            if let Some(stat) = by_pid.get(&pid) {
+                let counts = pid != self.root || self.include_root;
+                if counts && (pid == self.root || self.members.contains_key(&pid)) {
+                    sample.cpu += stat.total_cpu();
+                    if !stat.is_exited() {
+                        sample.alive += 1;
+                    }
+                }
+            }
+            for child in children.get(&pid).into_iter().flatten() {
+                if seen.insert(child.pid) {
+                    queue.push(child.pid);
+                }
+            }
+        }
+        for (pid, member) in &mut self.members {
+            if !member.exited && by_pid.get(pid).is_none_or(|s| s.is_exited()) {
+                member.exited = true;
+            }
+        }
+        self.cpu = self.cpu.max(sample.cpu);
+        sample.cpu = self.cpu;
+        (sample, found_new)
+    }
+
+    /// Opens a pidfd on `pid` and checks that it is still the process the scan
+    /// saw (same start time), so a reused pid is never adopted.
+    fn adopt(&mut self, pid: Pid, scanned: &HashMap<Pid, &ProcStat>) -> bool {
+        let Some(before) = scanned.get(&pid) else {
+            return false;
+        };
+        let Ok(pidfd) = sys::pidfd_open(pid) else {
+            return false;
+        };
+        match ProcStat::read(pid) {
+            Some(now) if now.starttime == before.starttime => {
+                let exited = now.is_exited();
+                self.members.insert(pid, Member { pidfd, exited });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every process of the tree that is still alive, as pidfds. The root is
+    /// signalled by the caller through its own pidfd.
+    fn live_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| !m.exited)
+    }
+
+    /// Sends `signal` to every live member, and to the root if it belongs to
+    /// the tree.
+    pub fn signal(&self, root_pidfd: Option<&OwnedFd>, signal: i32) {
+        if self.include_root {
+            if let Some(fd) = root_pidfd {
+                let _ = sys::pidfd_signal(fd.as_fd(), signal);
+            }
+        }
+        for member in self.live_members() {
+            let _ = sys::pidfd_signal(member.pidfd.as_fd(), signal);
+        }
+    }
+
+    /// Finds the whole tree (freezing each process as it is found, so none can
+    /// fork behind the scan) and kills all of it with SIGKILL. Returns once
+    /// every member has exited or `deadline` passes.
+    pub fn kill_all(&mut self, root_pidfd: Option<&OwnedFd>, deadline: Duration) {
+        let started = Instant::now();
+        loop {
+            let (_, found) = self.refresh();
+            self.signal(root_pidfd, libc::SIGSTOP);
+            self.wait_stopped();
+            let (_, found_after_stop) = self.refresh();
+            if found + found_after_stop == 0 || started.elapsed() > deadline {
+                break;
+            }
+        }
+        self.signal(root_pidfd, libc::SIGKILL);
+        if self.include_root {
+            // Catches anything in the group that was forked after the last scan.
+            let _ = sys::kill(-self.root, libc::SIGKILL);
+        }
+        self.wait_exited(deadline.saturating_sub(started.elapsed()));
+    }
+
+    /// Waits until every live member is stopped or exited, at most
+    /// [`STOP_SETTLE`].
+    fn wait_stopped(&self) {
+        let until = Instant::now() + STOP_SETTLE;
+        let mut pending: Vec<Pid> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.exited)
+            .map(|(pid, _)| *pid)
+            .collect();
+        if self.include_root {
+            pending.push(self.root);
+        }
+        while Instant::now() < until {
+            pending.retain(|pid| {
+                ProcStat::read(*pid).is_some_and(|s| !matches!(s.state, b'T' | b't' | b'Z' | b'X'))
+            });
+            if pending.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Waits until every member's pidfd reports exit, at most `timeout`.
+    pub fn wait_exited(&mut self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            let mut fds: Vec<libc::pollfd> = self
+                .live_members()
+                .map(|m| libc::pollfd {
+                    fd: m.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            if fds.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let _ = sys::poll(&mut fds, Some(until - now));
+            let exited: HashSet<i32> = fds
+                .iter()
+                .filter(|fd| fd.revents != 0)
+                .map(|fd| fd.fd)
+                .collect();
+            for member in self.members.values_mut() {
+                if exited.contains(&member.pidfd.as_raw_fd()) {
+                    member.exited = true;
+                }
+            }
+        }
+    }
+
+    /// How many descendants (root excluded) have been seen so far.
+    pub fn members_seen(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// Kills every descendant of the calling process and reaps those that are its
+/// children. A child calls this before `_exit` so that nothing it started
+/// outlives the call; as a subreaper it has inherited every orphan.
+pub fn kill_own_descendants(timeout: Duration) {
+    let mut tree = Tree::of_self();
+    tree.kill_all(None, timeout);
+    sys::reap_exited_children();
+}

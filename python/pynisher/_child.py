@@ -1,0 +1,140 @@
+"""What the child runs, and how results and errors cross back to the caller.
+
+A value travels as pickle protocol 5 with out-of-band buffers: the core
+writes the buffers straight into the result channel (a memfd for large
+results), and the caller unpickles them from one writable bytearray without
+another copy. Errors travel as a dict of builtins, so the caller can always
+read at least the type, the repr and the traceback, even when the exception
+itself cannot be pickled or unpickled.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+import traceback
+from typing import Any, Callable, Optional
+
+from ._exceptions import PynisherException
+
+_U64 = struct.Struct("<Q")
+
+
+class _ChildState:
+    """The function running in this process, when this process is a child.
+
+    A decorated function that calls itself (or is called by name) inside its
+    own child runs directly instead of forking a second limited child.
+    """
+
+    running: Optional[Callable[..., Any]] = None
+
+
+child_state = _ChildState()
+
+
+def encode_value(value: Any) -> list[Any]:
+    buffers: list[pickle.PickleBuffer] = []
+    main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    lengths = [len(main), *(raw.nbytes for raw in raws)]
+    header = struct.pack(f"<{len(lengths) + 1}Q", len(raws), *lengths)
+    return [header, main, *raws]
+
+
+def decode_value(payload: bytearray) -> Any:
+    view = memoryview(payload)
+    (count,) = _U64.unpack_from(view, 0)
+    lengths = struct.unpack_from(f"<{count + 1}Q", view, _U64.size)
+    offset = _U64.size * (count + 2)
+    parts = []
+    for length in lengths:
+        parts.append(view[offset : offset + length])
+        offset += length
+    return pickle.loads(parts[0], buffers=parts[1:])
+
+
+def encode_error(exc: BaseException, tb: str, problem: Optional[str] = None) -> list[Any]:
+    """Encode an exception with its traceback; never raises for a bad exception."""
+    try:
+        pickled: Optional[bytes] = pickle.dumps(exc, protocol=5)
+        pickle_error = None
+    except Exception as why:
+        pickled = None
+        pickle_error = f"{type(why).__name__}: {why}"
+    try:
+        text = repr(exc)
+    except Exception:
+        text = f"<{type(exc).__qualname__} with a failing __repr__>"
+    info = {
+        "type": type(exc).__qualname__,
+        "repr": text,
+        "traceback": tb,
+        "exception": pickled,
+        "pickle_error": pickle_error,
+        "problem": problem,
+    }
+    return [pickle.dumps(info, protocol=5)]
+
+
+def decode_error(payload: Optional[bytearray]) -> Optional[dict[str, Any]]:
+    if not payload:
+        return None
+    info: dict[str, Any] = pickle.loads(payload)
+    return info
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def make_body(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    memory_limited: bool,
+) -> Callable[[], tuple[str, list[Any]]]:
+    """Build the callable the child runs; it returns ``(frame tag, parts)``.
+
+    Everything needed to report running out of memory is allocated here, in
+    the caller, before the fork and before the memory limit applies.
+    """
+    out_of_memory: tuple[str, list[Any]] = ("memory", [])
+
+    def body() -> tuple[str, list[Any]]:
+        child_state.running = func
+        try:
+            try:
+                value = func(*args, **kwargs)
+            except BaseException as exc:
+                tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                exc.__traceback__ = None
+                return tag, encode_error(exc, tb)
+            try:
+                return "value", encode_value(value)
+            except MemoryError:
+                raise
+            except BaseException as exc:
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                problem = (
+                    f"the function returned a {type(value).__qualname__} that cannot be pickled"
+                    f" ({type(exc).__name__}: {exc})"
+                )
+                return "error", encode_error(exc, tb, problem=problem)
+        except MemoryError:
+            return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
+        finally:
+            _flush_stdio()
+
+    return body
+
+
+__all__ = ["PynisherException", "child_state", "decode_error", "decode_value", "make_body"]

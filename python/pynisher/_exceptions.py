@@ -1,0 +1,38 @@
+"""The exception hierarchy, compatible with pynisher 1.0."""
+
+from __future__ import annotations
+
+
+class PynisherException(Exception):
+    """A limited call failed for a reason other than the function's own error."""
+
+
+class TimeoutException(PynisherException):
+    """A time limit (wall or CPU) stopped the call."""
+
+
+class WallTimeoutException(TimeoutException):
+    """The wall-time limit stopped the call."""
+
+
+class CpuTimeoutException(TimeoutException):
+    """The CPU-time limit stopped the call."""
+
+
+class MemoryLimitException(PynisherException, MemoryError):
+    """The memory limit stopped the call.
+
+    It is also a ``MemoryError``: a ``MemoryError`` raised inside the function
+    while a memory limit is set becomes this exception.
+    """
+
+
+class RemoteTraceback(Exception):
+    """The child's formatted traceback, attached as ``__cause__``."""
+
+    def __init__(self, traceback: str) -> None:
+        super().__init__(traceback)
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return "\n\nTraceback in the limited child process:\n" + self.traceback

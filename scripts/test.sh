@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, then runs every check and test:
+# formatting and lints, the Rust tests, and pytest against the installed package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing test tools"
+"$PYTHON" -m pip install --quiet --upgrade "maturin>=1.5,<2" "pytest>=7" ruff mypy numpy cloudpickle
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest unavailable; using cargo test"
+fi
+
+step "installing pynisher"
+"$PYTHON" -m pip install --quiet --force-reinstall --no-deps .
+"$PYTHON" -m pip install --quiet .
+
+step "lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+"$PYTHON" -m ruff check python tests examples benches
+"$PYTHON" -m ruff format --check python tests examples benches
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --lib --bins --tests
+fi
+cargo test --workspace --doc
+
+step "pytest"
+"$PYTHON" -m pytest -q tests
