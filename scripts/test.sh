@@ -21,8 +21,8 @@ step "installing pynisher"
 step "lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-"$PYTHON" -m ruff check python tests examples benches
-"$PYTHON" -m ruff format --check python tests examples benches
+"$PYTHON" -m ruff check .
+"$PYTHON" -m ruff format --check .
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -262,7 +262,8 @@ class Pynisher(Generic[P, T]):
         label = _callable_name(self.func)
         if raw.frame == "value":
             try:
-                value = _child.decode_value(raw.payload)
+                value, streams = _child.decode_value(raw.payload)
+                _child.replay_streams(streams)
             except Exception as why:
                 status = Status.ERROR
                 error = PynisherException(
@@ -303,6 +304,7 @@ class Pynisher(Generic[P, T]):
             return PynisherException(f"{label}: the error report was unreadable ({why})"), None
         if info is None:
             return MemoryError("the child ran out of memory while reporting the error"), None
+        _child.replay_streams(info.get("streams"))
         tb = info["traceback"] or None
         exc: Optional[BaseException] = None
         problem = info.get("problem")

@@ -10,13 +10,12 @@ itself cannot be pickled or unpickled.
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import sys
 import traceback
 from typing import Any, Callable, Optional
-
-from ._exceptions import PynisherException
 
 _U64 = struct.Struct("<Q")
 
@@ -55,7 +54,12 @@ def decode_value(payload: bytearray) -> Any:
     return pickle.loads(parts[0], buffers=parts[1:])
 
 
-def encode_error(exc: BaseException, tb: str, problem: Optional[str] = None) -> list[Any]:
+Streams = tuple[Optional[str], Optional[str]]
+
+
+def encode_error(
+    exc: BaseException, tb: str, problem: Optional[str] = None, streams: Streams = (None, None)
+) -> list[Any]:
     """Encode an exception with its traceback; never raises for a bad exception."""
     try:
         pickled: Optional[bytes] = pickle.dumps(exc, protocol=5)
@@ -74,6 +78,7 @@ def encode_error(exc: BaseException, tb: str, problem: Optional[str] = None) -> 
         "exception": pickled,
         "pickle_error": pickle_error,
         "problem": problem,
+        "streams": streams,
     }
     return [pickle.dumps(info, protocol=5)]
 
@@ -94,6 +99,44 @@ def _flush_stdio() -> None:
             pass
 
 
+class _Capture:
+    """Captures ``sys.stdout``/``sys.stderr`` in the child when the caller has
+    redirected them to Python objects (``contextlib.redirect_stdout``, pytest's
+    capture): those objects live in the caller, so what the child writes is
+    sent back with the result and written there. Streams still backed by the
+    real file descriptors are left alone; their output goes straight to the
+    fd and is flushed before the child exits."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO() if _redirected(sys.stdout, sys.__stdout__) else None
+        self.err = io.StringIO() if _redirected(sys.stderr, sys.__stderr__) else None
+        if self.out is not None:
+            sys.stdout = self.out
+        if self.err is not None:
+            sys.stderr = self.err
+
+    def text(self) -> Streams:
+        return (
+            self.out.getvalue() if self.out is not None else None,
+            self.err.getvalue() if self.err is not None else None,
+        )
+
+
+def _redirected(stream: Any, original: Any) -> bool:
+    return stream is not None and stream is not original
+
+
+def replay_streams(streams: Optional[Streams]) -> None:
+    """In the caller: write what the child printed to the redirected streams."""
+    if not streams:
+        return
+    out, err = streams
+    if out:
+        sys.stdout.write(out)
+    if err:
+        sys.stderr.write(err)
+
+
 def make_body(
     func: Callable[..., Any],
     args: tuple[Any, ...],
@@ -111,15 +154,16 @@ def make_body(
     def body() -> tuple[str, list[Any]]:
         child_state.running = func
         try:
+            capture = _Capture()
             try:
                 value = func(*args, **kwargs)
             except BaseException as exc:
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 exc.__traceback__ = None
-                return tag, encode_error(exc, tb)
+                return tag, encode_error(exc, tb, streams=capture.text())
             try:
-                return "value", encode_value(value)
+                return "value", encode_value((value, capture.text()))
             except MemoryError:
                 raise
             except BaseException as exc:
@@ -128,7 +172,7 @@ def make_body(
                     f"the function returned a {type(value).__qualname__} that cannot be pickled"
                     f" ({type(exc).__name__}: {exc})"
                 )
-                return "error", encode_error(exc, tb, problem=problem)
+                return "error", encode_error(exc, tb, problem=problem, streams=capture.text())
         except MemoryError:
             return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
         finally:
@@ -137,4 +181,4 @@ def make_body(
     return body
 
 
-__all__ = ["PynisherException", "child_state", "decode_error", "decode_value", "make_body"]
+__all__ = ["child_state", "decode_error", "decode_value", "make_body", "replay_streams"]
