@@ -155,3 +155,32 @@ def test_raises_false_returns_none() -> None:
 
 def test_version_comes_from_cargo() -> None:
     assert pynisher.__version__.count(".") == 2
+
+
+def touch(mb: int, hold: float = 0.0) -> int:
+    block = bytearray(mb << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(hold)  # the peak is sampled: hold it long enough to be seen
+    return len(block)
+
+
+def test_resident_mode_counts_only_what_the_call_touched() -> None:
+    ballast = bytearray(600 << 20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    try:
+        outcome = Pynisher(touch, memory="300MB", memory_mode="resident").run(100, 0.3)
+    finally:
+        del ballast
+    assert outcome.status is Status.OK, outcome.detail
+    # The peak is the call's own ~100 MB, not the 600 MB caller.
+    assert 90 << 20 <= outcome.peak_memory < 300 << 20
+
+
+def test_resident_mode_limit() -> None:
+    outcome = Pynisher(touch, memory="200MB", memory_mode="resident").run(800)
+    assert outcome.status is Status.MEMORY
+    assert isinstance(outcome.error, MemoryLimitException)
+    assert "resident memory" in str(outcome.error)
+    assert outcome.peak_memory > 200 << 20

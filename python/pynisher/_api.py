@@ -397,7 +397,7 @@ def _support_table() -> dict[str, bool]:
         "memory": linux,
         "decorator": linux,
         "memory_mode:address_space": linux,
-        "memory_mode:resident": False,
+        "memory_mode:resident": linux,
         "cgroup_v2": False,
     }
     for method in _START_METHODS:

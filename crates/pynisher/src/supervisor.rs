@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{Frame, Received, Receiver, Tag};
 use crate::error::Error;
-use crate::limits::Limits;
+use crate::limits::{Limits, MemoryMode};
 use crate::outcome::{Exit, Outcome, Status, Usage};
 use crate::sys::{self, Pid};
 use crate::tree::{Sample, Tree};
@@ -22,8 +22,10 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the tree is scanned when no tree limit needs closer watching;
 /// the scan remembers descendants so that orphans can still be killed.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
-/// The finest CPU sampling interval, used close to the limit.
+/// The finest sampling interval, used close to the CPU limit and in resident
+/// memory mode.
 const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
+const MIB: f64 = 1024.0 * 1024.0;
 /// How long killing the tree may take before the supervisor gives up waiting.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -126,9 +128,12 @@ impl Supervised {
         let wall_deadline = self.limits.wall_time.map(|t| self.started + t);
         let mut kill_reason: Option<KillReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
+        let resident_limit = self.resident_limit();
         let mut next_sample = self.started + self.first_sample_delay();
+        let mut next_discover = self.started + self.first_sample_delay().min(SNAPSHOT_INTERVAL);
         let mut next_check = Instant::now() + CHECK_INTERVAL;
         let mut sample = Sample::default();
+        let mut peak_private = 0u64;
 
         loop {
             let now = Instant::now();
@@ -151,24 +156,30 @@ impl Supervised {
                 tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
                 hard_kill_at = None;
             }
+            if now >= next_discover {
+                tree.discover();
+                next_discover = now + SNAPSHOT_INTERVAL;
+            }
             if now >= next_sample {
-                (sample, _) = tree.refresh();
-                if let (None, Some(limit)) = (&kill_reason, self.limits.cpu_time) {
-                    if sample.cpu >= limit {
-                        kill_reason = Some(KillReason {
-                            status: Status::CpuTime,
-                            detail: format!(
-                                "CPU time {:.3} s of the process tree reached the limit of {}; \
-                                 stopped with SIGXCPU",
-                                sample.cpu.as_secs_f64(),
-                                fmt_secs(limit)
-                            ),
-                        });
-                        self.soft_stop(&mut tree, libc::SIGXCPU);
-                        hard_kill_at = Some(now + self.limits.grace_period);
+                let measure_started = Instant::now();
+                sample = tree.measure(resident_limit.is_some());
+                let sample_cost = measure_started.elapsed();
+                peak_private = peak_private.max(sample.memory);
+                if kill_reason.is_none() {
+                    if let Some(reason) = self.check_tree_limits(&sample) {
+                        let status = reason.status;
+                        kill_reason = Some(reason);
+                        if status == Status::Memory {
+                            // Over the memory limit the machine itself is at
+                            // risk: no grace period.
+                            tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                        } else {
+                            self.soft_stop(&mut tree, libc::SIGXCPU);
+                            hard_kill_at = Some(now + self.limits.grace_period);
+                        }
                     }
                 }
-                next_sample = now + self.sample_interval(sample.cpu);
+                next_sample = now + self.sample_interval(sample.cpu, sample_cost);
             }
             if now >= next_check {
                 if let Err(err) = check() {
@@ -188,7 +199,7 @@ impl Supervised {
                 next_check = now + CHECK_INTERVAL;
             }
 
-            let mut wake = next_sample.min(next_check);
+            let mut wake = next_sample.min(next_check).min(next_discover);
             if kill_reason.is_none() {
                 if let Some(deadline) = wall_deadline {
                     wake = wake.min(deadline);
@@ -255,7 +266,10 @@ impl Supervised {
             Some((status, usage)) => (Some(Exit::from_wait_status(status)), Some(usage)),
             None => (None, None),
         };
-        let usage = measure(ended - self.started, rusage, sample);
+        let mut usage = measure(ended - self.started, rusage, sample);
+        if resident_limit.is_some() {
+            usage.peak_memory = peak_private;
+        }
         let mut frame = None;
         let mut corrupt = None;
         if let Some(rx) = self.receiver.as_mut() {
@@ -289,7 +303,7 @@ impl Supervised {
 
     /// Sends the soft-stop signal to the whole tree.
     fn soft_stop(&self, tree: &mut Tree, signal: i32) {
-        tree.refresh();
+        tree.discover();
         tree.signal(Some(&self.pidfd), signal);
         let _ = sys::kill(-self.pid, signal);
         // A stopped process would never act on the signal.
@@ -297,21 +311,67 @@ impl Supervised {
         let _ = sys::kill(-self.pid, libc::SIGCONT);
     }
 
-    fn first_sample_delay(&self) -> Duration {
-        match self.limits.cpu_time {
-            Some(limit) => (limit / 2).clamp(MIN_SAMPLE_INTERVAL, SNAPSHOT_INTERVAL),
-            None => SNAPSHOT_INTERVAL,
+    /// The memory limit when it is enforced by sampling the tree.
+    fn resident_limit(&self) -> Option<u64> {
+        match self.limits.memory_mode {
+            MemoryMode::Resident => self.limits.memory,
+            MemoryMode::AddressSpace => None,
         }
     }
 
-    /// Samples more often as the tree's CPU time approaches the limit: the
-    /// tree cannot burn more than one CPU-second per second per core.
-    fn sample_interval(&self, cpu: Duration) -> Duration {
-        let Some(limit) = self.limits.cpu_time else {
-            return SNAPSHOT_INTERVAL;
-        };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        (limit.saturating_sub(cpu) / cores).clamp(MIN_SAMPLE_INTERVAL, SNAPSHOT_INTERVAL)
+    /// The CPU-time or resident-memory limit the sample breaks, if any.
+    fn check_tree_limits(&self, sample: &Sample) -> Option<KillReason> {
+        if let Some(limit) = self.limits.cpu_time.filter(|limit| sample.cpu >= *limit) {
+            return Some(KillReason {
+                status: Status::CpuTime,
+                detail: format!(
+                    "CPU time {:.3} s of the process tree reached the limit of {}; \
+                     stopped with SIGXCPU",
+                    sample.cpu.as_secs_f64(),
+                    fmt_secs(limit)
+                ),
+            });
+        }
+        if let Some(limit) = self.resident_limit().filter(|limit| sample.memory > *limit) {
+            return Some(KillReason {
+                status: Status::Memory,
+                detail: format!(
+                    "resident memory of the process tree reached {} bytes ({:.1} MiB), over \
+                     the limit of {limit} bytes ({:.1} MiB); killed with SIGKILL",
+                    sample.memory,
+                    sample.memory as f64 / MIB,
+                    limit as f64 / MIB
+                ),
+            });
+        }
+        None
+    }
+
+    fn first_sample_delay(&self) -> Duration {
+        let mut delay = SNAPSHOT_INTERVAL;
+        if let Some(limit) = self.limits.cpu_time {
+            delay = delay.min(limit / 2);
+        }
+        if self.resident_limit().is_some() {
+            delay = MIN_SAMPLE_INTERVAL;
+        }
+        delay.max(MIN_SAMPLE_INTERVAL)
+    }
+
+    /// How long until the next sample. Near the CPU limit it samples more
+    /// often (the tree cannot burn more than one CPU-second per second per
+    /// core); in resident mode it samples as often as the sampling cost
+    /// allows, keeping the supervisor under about 5% of one core.
+    fn sample_interval(&self, cpu: Duration, cost: Duration) -> Duration {
+        let mut interval = SNAPSHOT_INTERVAL;
+        if let Some(limit) = self.limits.cpu_time {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            interval = interval.min(limit.saturating_sub(cpu) / cores);
+        }
+        if self.resident_limit().is_some() {
+            interval = interval.min(cost * 20);
+        }
+        interval.max(MIN_SAMPLE_INTERVAL)
     }
 
     /// The pidfd, for callers that poll several children.

@@ -42,6 +42,9 @@ pub struct Tree {
 pub struct Sample {
     /// CPU time of every live process plus what each has reaped.
     pub cpu: Duration,
+    /// Private resident memory plus swap of the live processes, in bytes,
+    /// when asked for.
+    pub memory: u64,
     /// How many processes are alive, root included.
     pub alive: usize,
 }
@@ -68,14 +71,14 @@ impl Tree {
         }
     }
 
-    /// Scans `/proc` once: finds new descendants (opening a pidfd on each) and
-    /// measures the tree's CPU time. Returns the sample and how many new
-    /// processes were found.
-    pub fn refresh(&mut self) -> (Sample, usize) {
+    /// Scans `/proc` once and adopts every new descendant, opening a pidfd on
+    /// each. Returns how many were new. This is the costly step; measuring the
+    /// known tree with [`Tree::measure`] is cheap.
+    pub fn discover(&mut self) -> usize {
         let processes = sys::all_processes();
-        let mut children: HashMap<Pid, Vec<&ProcStat>> = HashMap::new();
+        let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
         for proc in &processes {
-            children.entry(proc.ppid).or_default().push(proc);
+            children.entry(proc.ppid).or_default().push(proc.pid);
         }
         let by_pid: HashMap<Pid, &ProcStat> = processes.iter().map(|p| (p.pid, p)).collect();
 
@@ -96,35 +99,58 @@ impl Tree {
         );
         let mut queue: Vec<Pid> = seen.iter().copied().collect();
         let mut found_new = 0;
-        let mut sample = Sample::default();
-
         while let Some(pid) = queue.pop() {
             if pid != self.root && !self.members.contains_key(&pid) && self.adopt(pid, &by_pid) {
                 found_new += 1;
             }
-            if let Some(stat) = by_pid.get(&pid) {
-                let counts = pid != self.root || self.include_root;
-                if counts && (pid == self.root || self.members.contains_key(&pid)) {
-                    sample.cpu += stat.total_cpu();
-                    if !stat.is_exited() {
-                        sample.alive += 1;
-                    }
-                }
-            }
             for child in children.get(&pid).into_iter().flatten() {
-                if seen.insert(child.pid) {
-                    queue.push(child.pid);
+                if seen.insert(*child) {
+                    queue.push(*child);
                 }
             }
         }
-        for (pid, member) in &mut self.members {
-            if !member.exited && by_pid.get(pid).is_none_or(|s| s.is_exited()) {
-                member.exited = true;
+        found_new
+    }
+
+    /// Measures the known tree: CPU time (own plus reaped children) of the
+    /// root and every live member, and with `private_memory` their private
+    /// resident memory plus swap. Marks members that have exited.
+    pub fn measure(&mut self, private_memory: bool) -> Sample {
+        let mut sample = Sample::default();
+        let root = self.include_root.then_some(self.root);
+        let pids: Vec<Pid> = root
+            .into_iter()
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(_, m)| !m.exited)
+                    .map(|(pid, _)| *pid),
+            )
+            .collect();
+        for pid in pids {
+            let Some(stat) = ProcStat::read(pid) else {
+                if let Some(member) = self.members.get_mut(&pid) {
+                    member.exited = true;
+                }
+                continue;
+            };
+            sample.cpu += stat.total_cpu();
+            if stat.is_exited() {
+                if let Some(member) = self.members.get_mut(&pid) {
+                    member.exited = true;
+                }
+                continue;
+            }
+            sample.alive += 1;
+            if private_memory {
+                sample.memory += sys::private_memory(pid).unwrap_or(0);
             }
         }
+        // A process reaped by something outside the tree takes its CPU time
+        // with it; the tree's total never goes down.
         self.cpu = self.cpu.max(sample.cpu);
         sample.cpu = self.cpu;
-        (sample, found_new)
+        sample
     }
 
     /// Opens a pidfd on `pid` and checks that it is still the process the scan
@@ -171,10 +197,10 @@ impl Tree {
     pub fn kill_all(&mut self, root_pidfd: Option<&OwnedFd>, deadline: Duration) {
         let started = Instant::now();
         loop {
-            let (_, found) = self.refresh();
+            let found = self.discover();
             self.signal(root_pidfd, libc::SIGSTOP);
             self.wait_stopped();
-            let (_, found_after_stop) = self.refresh();
+            let found_after_stop = self.discover();
             if found + found_after_stop == 0 || started.elapsed() > deadline {
                 break;
             }
