@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing.context
+import pickle
 import sys
 import warnings as _warnings
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ if sys.version_info >= (3, 10):
 else:  # pragma: no cover
     from typing_extensions import ParamSpec
 
-from . import _child, _core
+from . import _child, _core, _spawn
 from ._exceptions import (
     CpuTimeoutException,
     MemoryLimitException,
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 # Every start method pynisher knows, and those that work in this build.
 _START_METHODS = ("fork", "spawn", "forkserver")
-contexts: list[str] = ["fork"]
+contexts: list[str] = ["fork", "spawn"]
 
 _WRAP_KEYS = {
     "memory": (MemoryLimitException, Status.MEMORY),
@@ -242,16 +243,35 @@ class Pynisher(Generic[P, T]):
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[T]:
         """Run the call and return its :class:`Outcome`; never raises for its failure."""
-        body = _child.make_body(
-            self.func, args, kwargs, memory_limited=self._limits.memory is not None
-        )
-        raw = _core.run_fork(
-            body,
-            self._limits,
-            name=self.name or _callable_name(self.func),
-            terminate_child_processes=self.terminate_child_processes,
-            forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
-        )
+        memory_limited = self._limits.memory is not None
+        name = self.name or _callable_name(self.func)
+        if self.context == "fork":
+            body = _child.make_body(self.func, args, kwargs, memory_limited=memory_limited)
+            raw = _core.run_fork(
+                body,
+                self._limits,
+                name=name,
+                terminate_child_processes=self.terminate_child_processes,
+                forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+            )
+        else:
+            request = _spawn.build_request(
+                self.func,
+                args,
+                kwargs,
+                limits=self._limits,
+                name=name,
+                memory_limited=memory_limited,
+                terminate_child_processes=self.terminate_child_processes,
+            )
+            raw = _core.run_spawn(
+                request,
+                self._limits,
+                argv=_spawn.command(),
+                name=name,
+                terminate_child_processes=self.terminate_child_processes,
+                forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+            )
         return self._outcome(raw)
 
     def _outcome(self, raw: Any) -> Outcome[T]:
@@ -259,8 +279,8 @@ class Pynisher(Generic[P, T]):
         value: Any = None
         error: Optional[BaseException] = None
         tb: Optional[str] = None
-        label = _callable_name(self.func)
-        if raw.frame == "value":
+        label = self.name or _callable_name(self.func)
+        if status is Status.OK:
             try:
                 value, streams = _child.decode_value(raw.payload)
                 _child.replay_streams(streams)
@@ -271,16 +291,20 @@ class Pynisher(Generic[P, T]):
                     f"({type(why).__name__}: {why})"
                 )
                 error.__cause__ = why
-        elif raw.frame in ("error", "memory"):
+        elif raw.frame == "error" and status is Status.ERROR:
             error, tb = self._remote_error(raw, label)
-            if raw.frame == "memory":
-                limit_error = MemoryLimitException(f"{label}: {raw.detail}")
-                limit_error.__cause__ = error
-                error = limit_error
-            else:
-                status, error = self._wrap(status, error, label)
+            status, error = self._wrap(status, error, label)
+        elif raw.frame == "memory" and status is Status.MEMORY:
+            cause, tb = self._remote_error(raw, label)
+            error = MemoryLimitException(f"{label}: {raw.detail}")
+            error.__cause__ = cause
         else:
             error = _LIMIT_EXCEPTIONS[status](f"{label}: {raw.detail}")
+            if raw.frame == "error":
+                # The function raised because the supervisor stopped it (a
+                # SIGTERM handler that raises): the limit is the status, the
+                # function's error its cause.
+                error.__cause__, tb = self._remote_error(raw, label)
         return Outcome(
             status=status,
             value=value,
@@ -310,7 +334,7 @@ class Pynisher(Generic[P, T]):
         problem = info.get("problem")
         if problem is None and info["exception"] is not None:
             try:
-                exc = _child.pickle.loads(info["exception"])
+                exc = pickle.loads(info["exception"])
             except Exception as why:
                 problem = (
                     f"raised {info['repr']}, which could not be unpickled in the caller "
@@ -364,7 +388,7 @@ def _decorate(func: Callable[P, T], options: dict[str, Any]) -> Callable[P, T]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        if _child.child_state.running is func:
+        if _child.child_state.is_running(func):
             # Already inside this function's own limited child.
             return func(*args, **kwargs)
         return limited(*args, **kwargs)

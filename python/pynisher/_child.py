@@ -24,10 +24,26 @@ class _ChildState:
     """The function running in this process, when this process is a child.
 
     A decorated function that calls itself (or is called by name) inside its
-    own child runs directly instead of forking a second limited child.
+    own child runs directly instead of starting a second limited child. Under
+    spawn the function arrives as a copy, so functions are compared by module
+    and qualified name, not by identity.
     """
 
-    running: Optional[Callable[..., Any]] = None
+    running: Optional[tuple[Any, Any]] = None
+
+    def enter(self, func: Callable[..., Any]) -> None:
+        self.running = function_key(func)
+
+    def is_running(self, func: Callable[..., Any]) -> bool:
+        return self.running is not None and self.running == function_key(func)
+
+
+def function_key(func: Callable[..., Any]) -> tuple[Any, Any]:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if module is None or qualname is None:
+        return ("id", id(func))
+    return (module, qualname)
 
 
 child_state = _ChildState()
@@ -90,7 +106,7 @@ def decode_error(payload: Optional[bytearray]) -> Optional[dict[str, Any]]:
     return info
 
 
-def _flush_stdio() -> None:
+def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
@@ -152,7 +168,7 @@ def make_body(
     out_of_memory: tuple[str, list[Any]] = ("memory", [])
 
     def body() -> tuple[str, list[Any]]:
-        child_state.running = func
+        child_state.enter(func)
         try:
             capture = _Capture()
             try:
@@ -176,9 +192,16 @@ def make_body(
         except MemoryError:
             return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
         finally:
-            _flush_stdio()
+            flush_stdio()
 
     return body
 
 
-__all__ = ["child_state", "decode_error", "decode_value", "make_body", "replay_streams"]
+__all__ = [
+    "child_state",
+    "decode_error",
+    "decode_value",
+    "flush_stdio",
+    "make_body",
+    "replay_streams",
+]

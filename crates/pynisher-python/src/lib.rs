@@ -11,8 +11,15 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 
+use std::os::fd::AsRawFd;
+
 use pynisher::channel::{Sender, Tag};
-use pynisher::{ForkHooks, ForkOptions, Limits, MemoryMode, Status, Stop};
+use pynisher::child::ChildSetup;
+use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
+use pynisher::{ForkHooks, ForkOptions, Limits, MemoryMode, Status, Stop, Supervised};
+
+/// Where a fresh interpreter finds its request.
+const REQUEST_FD: i32 = 5;
 
 pyo3::import_exception!(pynisher._exceptions, PynisherException);
 
@@ -224,6 +231,38 @@ impl ForkHooks for PythonForkHooks {
     }
 }
 
+/// Parses a frame tag named by the Python child.
+fn frame_tag(name: &str) -> PyResult<Tag> {
+    FRAME_TAGS
+        .iter()
+        .find(|(tag_name, _)| *tag_name == name)
+        .map(|(_, tag)| *tag)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown frame tag {name:?}")))
+}
+
+/// Sends `parts` (bytes-like objects) as one frame, without copying them.
+fn send_parts(sender: &mut Sender, tag: Tag, parts: &[Bound<'_, PyAny>]) -> PyResult<()> {
+    let buffers = parts
+        .iter()
+        .map(PyUntypedBuffer::get)
+        .collect::<PyResult<Vec<_>>>()?;
+    let mut slices = Vec::with_capacity(buffers.len());
+    for buffer in &buffers {
+        if !buffer.is_c_contiguous() {
+            return Err(PyValueError::new_err("result buffers must be contiguous"));
+        }
+        // SAFETY: the buffer is C-contiguous, `len_bytes` long and kept
+        // alive (and exported, so not resized) by `buffers` until the frame
+        // is sent below.
+        slices.push(unsafe {
+            std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes())
+        });
+    }
+    sender
+        .send(tag, &slices)
+        .map_err(|e| PynisherException::new_err(format!("sending the result: {e}")))
+}
+
 /// In the child: calls `body()`, which returns `(tag, parts)`, and sends the
 /// parts as one frame. `body` catches everything itself; if it still fails,
 /// no frame is sent and the call is reported as crashed.
@@ -231,30 +270,7 @@ fn run_body(py: Python<'_>, body: &Py<PyAny>, sender: &mut Sender) {
     let sent = (|| -> PyResult<()> {
         let reply = body.call0(py)?;
         let (tag, parts): (String, Vec<Bound<'_, PyAny>>) = reply.extract(py)?;
-        let tag = FRAME_TAGS
-            .iter()
-            .find(|(name, _)| *name == tag)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown frame tag {tag:?}")))?;
-        let buffers = parts
-            .iter()
-            .map(PyUntypedBuffer::get)
-            .collect::<PyResult<Vec<_>>>()?;
-        let mut slices = Vec::with_capacity(buffers.len());
-        for buffer in &buffers {
-            if !buffer.is_c_contiguous() {
-                return Err(PyValueError::new_err("result buffers must be contiguous"));
-            }
-            // SAFETY: the buffer is C-contiguous, `len_bytes` long and kept
-            // alive (and exported, so not resized) by `buffers` until the
-            // frame is sent below.
-            slices.push(unsafe {
-                std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes())
-            });
-        }
-        sender
-            .send(tag, &slices)
-            .map_err(|e| PynisherException::new_err(format!("sending the result: {e}")))
+        send_parts(sender, frame_tag(&tag)?, &parts)
     })();
     if let Err(err) = sent {
         err.print(py);
@@ -280,12 +296,55 @@ fn run_fork(
     };
     // SAFETY: the child only runs Python code after PyOS_AfterFork_Child, the
     // same contract as `os.fork`.
-    let mut running = unsafe {
+    let running = unsafe {
         pynisher::fork_with(&limits.0, &options, &PythonForkHooks, |sender| {
             run_body(py, &body, sender)
         })
     }
     .map_err(to_py_err)?;
+    supervise(py, running, forceful_keyboard_interrupt)
+}
+
+/// Starts a fresh interpreter with `argv`, hands it `request` (read from
+/// descriptor `REQUEST_FD`) and the result channel, and supervises it with
+/// the GIL released. The interpreter applies the limits itself after start-up.
+#[pyfunction]
+#[pyo3(signature = (request, limits, *, argv, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+fn run_spawn(
+    py: Python<'_>,
+    request: &[u8],
+    limits: &LimitsPy,
+    argv: Vec<String>,
+    name: Option<String>,
+    terminate_child_processes: bool,
+    forceful_keyboard_interrupt: bool,
+) -> PyResult<RawOutcome> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| PyValueError::new_err("argv: empty"))?;
+    let request_fd = pynisher::sys::memfd(c"pynisher-request")
+        .and_then(|fd| pynisher::sys::pwrite_all(fd.as_raw_fd(), request, 0).map(|()| fd))
+        .map_err(|e| PynisherException::new_err(format!("writing the request: {e}")))?;
+    let program = Program::new(program, args)
+        .map_err(to_py_err)?
+        .pass_fd(request_fd.as_raw_fd(), REQUEST_FD);
+    let options = ForkOptions {
+        name,
+        terminate_descendants: terminate_child_processes,
+    };
+    let running =
+        pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
+    drop(request_fd);
+    supervise(py, running, forceful_keyboard_interrupt)
+}
+
+/// Waits for the call with the GIL released, checking Python signals, and
+/// converts the outcome.
+fn supervise(
+    py: Python<'_>,
+    mut running: Supervised,
+    forceful_keyboard_interrupt: bool,
+) -> PyResult<RawOutcome> {
     // Without the forceful option the tree first gets SIGINT, as a terminal's
     // Ctrl-C would deliver, and the grace period to act on it.
     running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
@@ -324,11 +383,82 @@ fn run_fork(
     })
 }
 
+/// The child's end of the result channel, for a fresh interpreter started by
+/// `run_spawn` (or a forkserver child).
+#[pyclass(name = "ChildChannel", module = "pynisher._core")]
+struct ChildChannel(Sender);
+
+#[pymethods]
+impl ChildChannel {
+    #[new]
+    #[pyo3(signature = (result_fd=INTERPRETER_RESULT_FD, memfd=INTERPRETER_MEMFD))]
+    fn new(result_fd: i32, memfd: i32) -> Self {
+        ChildChannel(Sender::new(result_fd, memfd))
+    }
+
+    /// Announces that start-up is over; `user` and `system` are the CPU
+    /// seconds it took, which are not charged to the call.
+    fn ready(&mut self, user: f64, system: f64) -> PyResult<()> {
+        let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
+        self.0
+            .send_ready(secs(user), secs(system))
+            .map_err(|e| PynisherException::new_err(format!("sending the start-up frame: {e}")))
+    }
+
+    /// Sends the one result frame: `tag` is "value", "error" or "memory".
+    fn send(&mut self, tag: &str, parts: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        send_parts(&mut self.0, frame_tag(tag)?, &parts)
+    }
+
+    /// Whether the result frame has been sent.
+    #[getter]
+    fn sent(&self) -> bool {
+        self.0.has_sent()
+    }
+}
+
+/// In a fresh interpreter after start-up: sets the process name and the
+/// rlimits (RLIMIT_CPU, and RLIMIT_AS as the current size plus the memory
+/// limit in address-space mode).
+#[pyfunction]
+#[pyo3(signature = (limits, name=None))]
+fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
+    ChildSetup::new(&limits.0, name)
+        .apply_limits()
+        .map_err(|err| {
+            let mut buf = [0u8; 128];
+            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
+        })
+}
+
+/// In a fresh interpreter: starts the watchdog that kills this process and
+/// everything it started when the caller `parent` exits.
+#[pyfunction]
+fn child_watch_parent(parent: i32) -> PyResult<()> {
+    pynisher::child::watch_parent(parent)
+        .map_err(|e| PynisherException::new_err(format!("starting the watchdog: {e}")))
+}
+
+/// Ends a child: kills what it started (if asked) and `_exit`s. Never
+/// returns.
+#[pyfunction]
+fn child_exit(py: Python<'_>, sent: bool, terminate_child_processes: bool) {
+    // Flushing happens in Python before this; nothing else may run after it.
+    let _ = py;
+    pynisher::fork::finish_child(sent, terminate_child_processes)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LimitsPy>()?;
     m.add_class::<RawOutcome>()?;
+    m.add_class::<ChildChannel>()?;
     m.add_function(wrap_pyfunction!(run_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(run_spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(child_apply_limits, m)?)?;
+    m.add_function(wrap_pyfunction!(child_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(child_watch_parent, m)?)?;
+    m.add("REQUEST_FD", REQUEST_FD)?;
     let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     m.add("STATUSES", statuses)?;
     let modes: Vec<&str> = MemoryMode::ALL.iter().map(|m| m.as_str()).collect();

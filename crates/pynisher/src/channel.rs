@@ -14,12 +14,14 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
 const MAGIC: [u8; 4] = *b"PYNR";
 const HEADER_LEN: usize = 16;
 const FLAG_MEMFD: u8 = 1;
+const READY_LEN: usize = 16;
 
 /// The largest payload sent inline through the pipe.
 pub const INLINE_MAX: usize = 60 * 1024;
@@ -38,13 +40,24 @@ pub enum Tag {
     /// Setting up the child failed before user code ran; the payload is a
     /// UTF-8 message.
     SetupFailed = 4,
+    /// Sent before the result by children that start a fresh interpreter:
+    /// start-up is done and the limits now apply. The payload is the CPU time
+    /// spent so far (user and system, microseconds, little-endian u64 each),
+    /// which is not charged to the call.
+    Ready = 5,
 }
 
 impl Tag {
     fn from_byte(byte: u8) -> Option<Tag> {
-        [Tag::Value, Tag::Error, Tag::OutOfMemory, Tag::SetupFailed]
-            .into_iter()
-            .find(|tag| *tag as u8 == byte)
+        [
+            Tag::Value,
+            Tag::Error,
+            Tag::OutOfMemory,
+            Tag::SetupFailed,
+            Tag::Ready,
+        ]
+        .into_iter()
+        .find(|tag| *tag as u8 == byte)
     }
 }
 
@@ -78,6 +91,29 @@ impl Sender {
     /// Whether a frame has been sent.
     pub fn has_sent(&self) -> bool {
         self.sent
+    }
+
+    /// The pipe and the memfd, for a signal handler in the child that must
+    /// build its own sender (see `call`'s out-of-memory report).
+    pub fn raw_fds(&self) -> (RawFd, RawFd) {
+        (self.pipe, self.memfd)
+    }
+
+    /// Announces that start-up is over, with the CPU time it took.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn send_ready(
+        &mut self,
+        startup_user: Duration,
+        startup_system: Duration,
+    ) -> io::Result<()> {
+        let mut payload = [0u8; READY_LEN];
+        payload[..8].copy_from_slice(&(startup_user.as_micros() as u64).to_le_bytes());
+        payload[8..].copy_from_slice(&(startup_system.as_micros() as u64).to_le_bytes());
+        self.send(Tag::Ready, &[&payload])?;
+        self.sent = false;
+        Ok(())
     }
 
     /// Sends one frame whose payload is the concatenation of `parts`.
@@ -144,6 +180,16 @@ pub struct Receiver {
     /// Payload length and whether it is in the memfd, once the header is read.
     header: Option<(Tag, usize, bool)>,
     eof: bool,
+    ready: Option<Ready>,
+}
+
+/// When a child that starts a fresh interpreter finished starting, and what
+/// start-up cost; see [`Tag::Ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub at: Instant,
+    pub startup_user: Duration,
+    pub startup_system: Duration,
 }
 
 impl Receiver {
@@ -160,7 +206,13 @@ impl Receiver {
             state: Received::Pending,
             header: None,
             eof: false,
+            ready: None,
         })
+    }
+
+    /// The start-up announcement, once it has arrived.
+    pub fn ready(&self) -> Option<Ready> {
+        self.ready
     }
 
     /// The pipe, for polling.
@@ -195,19 +247,44 @@ impl Receiver {
 
     fn feed(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
-        if self.header.is_none() && self.buffer.len() >= HEADER_LEN {
-            match self.parse_header() {
-                Ok(header) => self.header = Some(header),
-                Err(why) => {
-                    self.state = Received::Corrupt(why);
-                    return;
+        loop {
+            if self.header.is_none() && self.buffer.len() >= HEADER_LEN {
+                match self.parse_header() {
+                    Ok(header) => self.header = Some(header),
+                    Err(why) => {
+                        self.state = Received::Corrupt(why);
+                        return;
+                    }
                 }
             }
-        }
-        if let Some((tag, len, in_memfd)) = self.header {
-            if in_memfd || self.buffer.len() >= HEADER_LEN + len {
-                self.state = Received::Complete(tag);
+            let Some((tag, len, in_memfd)) = self.header else {
+                return;
+            };
+            if !in_memfd && self.buffer.len() < HEADER_LEN + len {
+                return;
             }
+            if tag != Tag::Ready {
+                self.state = Received::Complete(tag);
+                return;
+            }
+            if in_memfd || len != READY_LEN || self.ready.is_some() {
+                self.state = Received::Corrupt(
+                    "garbage on the result channel: a malformed start-up frame".into(),
+                );
+                return;
+            }
+            let micros = |at: usize| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&self.buffer[HEADER_LEN + at..HEADER_LEN + at + 8]);
+                Duration::from_micros(u64::from_le_bytes(word))
+            };
+            self.ready = Some(Ready {
+                at: Instant::now(),
+                startup_user: micros(0),
+                startup_system: micros(8),
+            });
+            self.buffer.drain(..HEADER_LEN + READY_LEN);
+            self.header = None;
         }
     }
 
@@ -316,6 +393,23 @@ mod tests {
         assert_eq!(frame.payload, big);
         let frame = roundtrip(Tag::OutOfMemory, &[]);
         assert!(frame.payload.is_empty());
+    }
+
+    #[test]
+    fn a_start_up_frame_comes_before_the_result() {
+        let (mut rx, write, memfd) = pair().unwrap();
+        let mut tx = Sender::new(write.as_raw_fd(), memfd.as_raw_fd());
+        tx.send_ready(Duration::from_millis(30), Duration::from_millis(7))
+            .unwrap();
+        assert!(!tx.has_sent());
+        rx.pump();
+        let ready = rx.ready().unwrap();
+        assert_eq!(ready.startup_user, Duration::from_millis(30));
+        assert_eq!(ready.startup_system, Duration::from_millis(7));
+        assert_eq!(rx.state(), &Received::Pending);
+        tx.send(Tag::Value, &[b"42"]).unwrap();
+        rx.pump();
+        assert_eq!(rx.take_frame().unwrap().unwrap().payload, b"42");
     }
 
     #[test]

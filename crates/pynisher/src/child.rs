@@ -6,8 +6,11 @@
 
 use std::ffi::CString;
 
+use std::time::Duration;
+
 use crate::limits::{Limits, MemoryMode};
 use crate::sys::{self, Pid};
+use crate::tree;
 
 /// Everything the child needs to set itself up, computed before the fork.
 #[derive(Debug, Clone)]
@@ -64,6 +67,11 @@ fn errno() -> i32 {
 }
 
 impl ChildSetup {
+    /// The caller's pid, which the child watches.
+    pub fn parent(&self) -> Pid {
+        self.parent
+    }
+
     /// Prepares the setup for `limits`. `name` becomes the process name seen
     /// in `ps` and `/proc/<pid>/comm` (the kernel keeps 15 bytes).
     pub fn new(limits: &Limits, name: Option<&str>) -> ChildSetup {
@@ -93,17 +101,28 @@ impl ChildSetup {
         }
     }
 
-    /// Applies the setup in the freshly forked child. Async-signal-safe.
-    ///
-    /// In order: its own process group; SIGKILL when the parent dies (then a
-    /// check that the parent has not died already); child subreaper, so that
-    /// orphans stay in its tree; the process name; `RLIMIT_CPU`; `RLIMIT_AS`
-    /// as the current address space plus the headroom.
+    /// Applies the whole setup in the freshly forked child:
+    /// [`ChildSetup::apply_early`] then [`ChildSetup::apply_limits`].
+    /// Async-signal-safe.
     ///
     /// # Errors
     /// The first step that failed. If the parent is already gone the child
     /// exits at once instead.
     pub fn apply(&self) -> Result<(), SetupError> {
+        self.apply_early()?;
+        self.apply_limits()
+    }
+
+    /// The part of the setup that must happen at once, before anything can
+    /// go wrong: its own process group; SIGKILL when the parent dies (then a
+    /// check that the parent has not died already); child subreaper, so that
+    /// orphans stay in its tree. All three survive `execve`.
+    /// Async-signal-safe.
+    ///
+    /// # Errors
+    /// The first step that failed. If the parent is already gone the child
+    /// exits at once instead.
+    pub fn apply_early(&self) -> Result<(), SetupError> {
         // SAFETY: plain system calls with integer arguments only; all are
         // async-signal-safe.
         unsafe {
@@ -130,6 +149,17 @@ impl ChildSetup {
                 errno: errno(),
             });
         }
+        Ok(())
+    }
+
+    /// The process name, `RLIMIT_CPU`, and `RLIMIT_AS` as the current address
+    /// space plus the headroom. A child that starts a fresh interpreter calls
+    /// this once start-up is done, so start-up is not charged to the call.
+    /// Async-signal-safe.
+    ///
+    /// # Errors
+    /// The first step that failed.
+    pub fn apply_limits(&self) -> Result<(), SetupError> {
         if let Some(name) = &self.name {
             // SAFETY: `name` is a valid NUL-terminated string of at most 16 bytes.
             if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) } != 0 {
@@ -140,7 +170,15 @@ impl ChildSetup {
             }
         }
         if let Some((soft, hard)) = self.cpu_rlimit {
-            set_rlimit(libc::RLIMIT_CPU, soft, hard, "setrlimit(RLIMIT_CPU)")?;
+            // RLIMIT_CPU counts the process's whole life; add what it has
+            // already spent (start-up of a fresh interpreter).
+            let spent = own_cpu_seconds();
+            set_rlimit(
+                libc::RLIMIT_CPU,
+                soft + spent,
+                hard + spent,
+                "setrlimit(RLIMIT_CPU)",
+            )?;
         }
         if let Some(headroom) = self.memory_headroom {
             let base = current_address_space(self.page_size).ok_or(SetupError {
@@ -151,6 +189,101 @@ impl ChildSetup {
             set_rlimit(libc::RLIMIT_AS, limit, limit, "setrlimit(RLIMIT_AS)")?;
         }
         Ok(())
+    }
+}
+
+/// Whole CPU seconds the calling process has used so far, rounded up.
+/// Async-signal-safe.
+fn own_cpu_seconds() -> u64 {
+    // SAFETY: rusage is plain data; getrusage only writes to it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid for writes.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let micros = |tv: libc::timeval| tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64;
+    (micros(usage.ru_utime) + micros(usage.ru_stime)).div_ceil(1_000_000)
+}
+
+/// How often the watchdog re-checks its parent if its pidfd was closed under
+/// it (by a function that closes every descriptor, say).
+const WATCH_FALLBACK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long the watchdog may spend killing the tree.
+const WATCH_KILL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Starts a watchdog thread in the child that waits for `parent` (the caller)
+/// to exit and then kills every descendant of the child, and the child.
+///
+/// The parent-death signal alone kills only the child: its descendants,
+/// including those that called `setsid`, would be orphaned and outlive the
+/// caller. Once the watchdog runs, the parent-death signal is cleared so that
+/// it cannot kill the child before the watchdog has cleaned up. The watchdog
+/// needs no signal, so a function that blocks every signal is covered too.
+///
+/// # Errors
+/// The thread or the pidfd could not be created; the parent-death signal then
+/// stays in place.
+pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
+    let pidfd = match sys::pidfd_open(parent) {
+        Ok(fd) => Some(fd),
+        // Already gone: the watchdog acts at once.
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => None,
+        Err(err) => return Err(err),
+    };
+    // The thread starts with every signal blocked (it inherits this thread's
+    // mask while it is set), so signals sent to the process keep reaching the
+    // function's threads exactly as without the watchdog.
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
+    // only reads `all` and writes `previous`.
+    let previous = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        previous
+    };
+    let spawned = std::thread::Builder::new()
+        .name("pynisher-watch".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            if let Some(pidfd) = pidfd {
+                wait_for_exit(&pidfd, parent);
+            }
+            tree::kill_own_descendants(WATCH_KILL_TIMEOUT);
+            // SAFETY: kill and getpid have no memory-safety preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        });
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    spawned?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    Ok(())
+}
+
+fn wait_for_exit(pidfd: &std::os::fd::OwnedFd, parent: Pid) {
+    use std::os::fd::AsRawFd;
+    let mut fallback = false;
+    loop {
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+        if fallback {
+            std::thread::sleep(WATCH_FALLBACK_INTERVAL);
+            continue;
+        }
+        let mut fds = [libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        match sys::poll(&mut fds, Some(WATCH_FALLBACK_INTERVAL)) {
+            Ok(0) => {}
+            Ok(_) if fds[0].revents & libc::POLLNVAL != 0 => fallback = true,
+            Ok(_) => return,
+            Err(_) => fallback = true,
+        }
     }
 }
 

@@ -120,12 +120,22 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
         // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(EXIT_SETUP_FAILED) };
     }
+    // If this fails the parent-death signal stays armed: the child still
+    // dies with the caller, only its descendants might not.
+    let _ = crate::child::watch_parent(setup.parent());
     hooks.after_child();
     body(sender);
+    finish_child(sender.has_sent(), terminate_descendants)
+}
+
+/// Ends a child once its result is sent: kills what it started (if asked),
+/// then `_exit`s with 0, or [`EXIT_NO_FRAME`] if it sent nothing. Used by
+/// forked children and by fresh interpreters alike.
+pub fn finish_child(sent: bool, terminate_descendants: bool) -> ! {
     if terminate_descendants && has_children() {
         tree::kill_own_descendants(SELF_CLEANUP_TIMEOUT);
     }
-    let code = if sender.has_sent() { 0 } else { EXIT_NO_FRAME };
+    let code = if sent { 0 } else { EXIT_NO_FRAME };
     // SAFETY: _exit ends the process without running the parent's atexit
     // handlers or destructors, which belong to the parent.
     unsafe { libc::_exit(code) }

@@ -29,6 +29,7 @@
 pub mod channel;
 pub mod child;
 mod error;
+pub mod exec;
 pub mod fork;
 mod limits;
 mod outcome;

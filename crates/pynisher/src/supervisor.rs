@@ -10,7 +10,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::channel::{Frame, Received, Receiver, Tag};
+use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
 use crate::limits::{Limits, MemoryMode};
 use crate::outcome::{Exit, Outcome, Status, Usage};
@@ -62,6 +62,10 @@ pub struct Supervised {
 struct KillReason {
     status: Status,
     detail: String,
+    /// Whether the result frame was already complete when the kill began. A
+    /// frame that completes afterwards is a consequence of the kill (say, a
+    /// SIGTERM handler that raises) and does not win over it.
+    after_result: bool,
 }
 
 impl Supervised {
@@ -125,12 +129,19 @@ impl Supervised {
         mut check: impl FnMut() -> Result<(), E>,
     ) -> Result<Finished, Stop<E>> {
         let mut tree = Tree::new(self.pid);
-        let wall_deadline = self.limits.wall_time.map(|t| self.started + t);
+        let mut wall_deadline = self.limits.wall_time.map(|t| self.started + t);
+        // Start-up of a fresh interpreter is not charged to the call: its
+        // `Ready` frame restarts the clock and sets the CPU baseline.
+        let mut startup: Option<Ready> = None;
         let mut kill_reason: Option<KillReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
         let resident_limit = self.resident_limit();
         let mut next_sample = self.started + self.first_sample_delay();
-        let mut next_discover = self.started + self.first_sample_delay().min(SNAPSHOT_INTERVAL);
+        // Discover early and often at first, then every SNAPSHOT_INTERVAL: a
+        // descendant that escapes the process group and outlives a crashing
+        // child can only be killed if a scan saw it first.
+        let mut discover_interval = MIN_SAMPLE_INTERVAL;
+        let mut next_discover = self.started + discover_interval;
         let mut next_check = Instant::now() + CHECK_INTERVAL;
         let mut sample = Sample::default();
         let mut peak_private = 0u64;
@@ -147,6 +158,7 @@ impl Supervised {
                             (now - self.started).as_secs_f64(),
                             fmt_secs(limit)
                         ),
+                        after_result: self.has_result(),
                     });
                     self.soft_stop(&mut tree, libc::SIGTERM);
                     hard_kill_at = Some(deadline.max(now) + self.limits.grace_period);
@@ -158,15 +170,22 @@ impl Supervised {
             }
             if now >= next_discover {
                 tree.discover();
-                next_discover = now + SNAPSHOT_INTERVAL;
+                discover_interval = (discover_interval * 2).min(SNAPSHOT_INTERVAL);
+                next_discover = now + discover_interval;
             }
             if now >= next_sample {
                 let measure_started = Instant::now();
                 sample = tree.measure(resident_limit.is_some());
+                if let Some(ready) = startup {
+                    sample.cpu = sample
+                        .cpu
+                        .saturating_sub(ready.startup_user + ready.startup_system);
+                }
                 let sample_cost = measure_started.elapsed();
                 peak_private = peak_private.max(sample.memory);
                 if kill_reason.is_none() {
-                    if let Some(reason) = self.check_tree_limits(&sample) {
+                    if let Some(mut reason) = self.check_tree_limits(&sample) {
+                        reason.after_result = self.has_result();
                         let status = reason.status;
                         kill_reason = Some(reason);
                         if status == Status::Memory {
@@ -234,6 +253,11 @@ impl Supervised {
             if fds[1].revents != 0 {
                 if let Some(rx) = self.receiver.as_mut() {
                     rx.pump();
+                    if let (None, Some(ready)) = (startup, rx.ready()) {
+                        startup = Some(ready);
+                        self.started = ready.at;
+                        wall_deadline = self.limits.wall_time.map(|t| ready.at + t);
+                    }
                 }
             }
             if fds[0].revents != 0 {
@@ -247,10 +271,7 @@ impl Supervised {
         if let Some(rx) = self.receiver.as_mut() {
             rx.pump();
         }
-        let has_result = self
-            .receiver
-            .as_ref()
-            .is_some_and(|rx| matches!(rx.state(), Received::Complete(_)));
+        let has_result = self.has_result();
         // A child that delivered its result has already killed its own
         // descendants if asked to; only a limit, a crash or a command needs
         // the (costlier) scan here. The group kill is one cheap backstop.
@@ -266,7 +287,12 @@ impl Supervised {
             Some((status, usage)) => (Some(Exit::from_wait_status(status)), Some(usage)),
             None => (None, None),
         };
-        let mut usage = measure(ended - self.started, rusage, sample);
+        let mut usage = measure(
+            ended.saturating_duration_since(self.started),
+            rusage,
+            sample,
+            startup,
+        );
         if resident_limit.is_some() {
             usage.peak_memory = peak_private;
         }
@@ -311,6 +337,13 @@ impl Supervised {
         let _ = sys::kill(-self.pid, libc::SIGCONT);
     }
 
+    /// Whether a complete result frame has arrived.
+    fn has_result(&self) -> bool {
+        self.receiver
+            .as_ref()
+            .is_some_and(|rx| matches!(rx.state(), Received::Complete(_)))
+    }
+
     /// The memory limit when it is enforced by sampling the tree.
     fn resident_limit(&self) -> Option<u64> {
         match self.limits.memory_mode {
@@ -330,6 +363,7 @@ impl Supervised {
                     sample.cpu.as_secs_f64(),
                     fmt_secs(limit)
                 ),
+                after_result: false,
             });
         }
         if let Some(limit) = self.resident_limit().filter(|limit| sample.memory > *limit) {
@@ -342,6 +376,7 @@ impl Supervised {
                     sample.memory as f64 / MIB,
                     limit as f64 / MIB
                 ),
+                after_result: false,
             });
         }
         None
@@ -386,7 +421,12 @@ fn fmt_secs(d: Duration) -> String {
 
 /// Combines `wait4`'s rusage (the child plus every descendant it reaped) with
 /// the last tree sample (live descendants, and orphans reaped elsewhere).
-fn measure(wall: Duration, rusage: Option<libc::rusage>, sample: Sample) -> Usage {
+fn measure(
+    wall: Duration,
+    rusage: Option<libc::rusage>,
+    sample: Sample,
+    startup: Option<Ready>,
+) -> Usage {
     let (mut user, mut system, peak) = match rusage {
         Some(ru) => (
             sys::timeval(ru.ru_utime),
@@ -395,13 +435,15 @@ fn measure(wall: Duration, rusage: Option<libc::rusage>, sample: Sample) -> Usag
         ),
         None => (Duration::ZERO, Duration::ZERO, 0),
     };
-    if sample.cpu > user + system {
-        // The sample saw CPU time that rusage does not cover; attribute the
-        // difference to user time, where busy descendants spend it.
-        user += sample.cpu - (user + system);
+    if let Some(ready) = startup {
+        user = user.saturating_sub(ready.startup_user);
+        system = system.saturating_sub(ready.startup_system);
     }
-    if user + system == Duration::ZERO {
-        system = Duration::ZERO;
+    // The sample (already net of start-up) may have seen CPU time that rusage
+    // does not cover, such as orphans reaped elsewhere; attribute the
+    // difference to user time, where busy descendants spend it.
+    if sample.cpu > user + system {
+        user += sample.cpu - (user + system);
     }
     Usage {
         wall_time: wall,
@@ -412,8 +454,9 @@ fn measure(wall: Duration, rusage: Option<libc::rusage>, sample: Sample) -> Usag
 }
 
 /// Gives the call exactly one status. The first cause wins: a complete result
-/// frame, then the supervisor's own kill reason, then the kernel's evidence,
-/// and otherwise a crash with the exit code or signal.
+/// frame (unless it only completed after the supervisor began a kill), then
+/// the supervisor's own kill reason, then the kernel's evidence, and otherwise
+/// a crash with the exit code or signal.
 fn classify(
     limits: &Limits,
     frame: Option<&Frame>,
@@ -422,6 +465,9 @@ fn classify(
     usage: &Usage,
     corrupt: Option<String>,
 ) -> (Status, String) {
+    if let Some(reason) = kill_reason.as_ref().filter(|r| !r.after_result) {
+        return (reason.status, reason.detail.clone());
+    }
     if let Some(frame) = frame {
         return match frame.tag {
             Tag::Value => (Status::Ok, "returned a value".into()),
@@ -432,6 +478,10 @@ fn classify(
                     Some(m) => format!("ran out of memory under the memory limit of {m} bytes"),
                     None => "ran out of memory".into(),
                 },
+            ),
+            Tag::Ready => (
+                Status::Crashed,
+                "the child sent no result after starting".into(),
             ),
             Tag::SetupFailed => (
                 Status::Crashed,
@@ -496,6 +546,7 @@ mod tests {
         let reason = KillReason {
             status: Status::WallTime,
             detail: String::new(),
+            after_result: true,
         };
         let usage = Usage {
             cpu_user: Duration::from_secs(5),
@@ -510,6 +561,24 @@ mod tests {
             None,
         );
         assert_eq!(status, Status::Ok);
+    }
+
+    #[test]
+    fn a_frame_caused_by_the_kill_does_not_win() {
+        let reason = KillReason {
+            status: Status::WallTime,
+            detail: "wall".into(),
+            after_result: false,
+        };
+        let (status, detail) = classify(
+            &Limits::new(),
+            Some(&frame(Tag::Error)),
+            Some(reason),
+            Some(Exit::Code(0)),
+            &Usage::default(),
+            None,
+        );
+        assert_eq!((status, detail.as_str()), (Status::WallTime, "wall"));
     }
 
     #[test]

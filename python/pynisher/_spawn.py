@@ -1,0 +1,126 @@
+"""The spawn context: a fresh interpreter per call.
+
+The caller pickles the function, its arguments and the limits with
+cloudpickle (so lambdas, closures and functions defined in ``__main__`` work)
+and the core starts ``sys.executable`` running :func:`main`. The child reads
+its request, restores the caller's ``sys.path`` and working directory,
+unpickles the function, applies the limits, announces that start-up is over
+(so start-up is not charged to the call) and runs the same child body as the
+fork context.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import sys
+import traceback
+from typing import Any, Callable, Optional
+
+from . import _child, _core
+from ._exceptions import PynisherException
+
+
+def _describe(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def build_request(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    limits: Any,
+    name: Optional[str],
+    memory_limited: bool,
+    terminate_child_processes: bool,
+) -> bytes:
+    """Pickle one call for a fresh interpreter.
+
+    Raises `PynisherException` naming the object that cannot be pickled,
+    before any process starts.
+    """
+    import cloudpickle
+
+    try:
+        payload = cloudpickle.dumps((func, args, kwargs), protocol=5)
+    except Exception as why:
+        culprit = "the function " + _describe(func)
+        candidates = [("the function", func)]
+        candidates += [(f"argument {i}", a) for i, a in enumerate(args)]
+        candidates += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for label, obj in candidates:
+            try:
+                cloudpickle.dumps(obj, protocol=5)
+            except Exception:
+                culprit = f"{label} {_describe(obj)}"
+                break
+        raise PynisherException(
+            f"cannot send {culprit} to a spawned child: it cannot be pickled "
+            f"({type(why).__name__}: {why})"
+        ) from why
+    request = {
+        "parent": os.getpid(),
+        "sys_path": list(sys.path),
+        "cwd": os.getcwd(),
+        "limits": limits,
+        "name": name,
+        "memory_limited": memory_limited,
+        "terminate_child_processes": terminate_child_processes,
+        "payload": payload,
+    }
+    return pickle.dumps(request, protocol=5)
+
+
+def command() -> list[str]:
+    """The argv that starts a child interpreter running :func:`main`."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        f"import sys; sys.path.insert(0, {package_root!r}); "
+        "from pynisher._spawn import main; main()"
+    )
+    return [sys.executable, "-c", code]
+
+
+def _read_request() -> dict[str, Any]:
+    fd = _core.REQUEST_FD
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    request: dict[str, Any] = pickle.loads(b"".join(chunks))
+    return request
+
+
+def main() -> None:
+    """Entry point of the child interpreter. Never returns."""
+    channel = _core.ChildChannel()
+    request = _read_request()
+    _core.child_watch_parent(request["parent"])
+    terminate = request["terminate_child_processes"]
+    sys.path[:] = request["sys_path"]
+    try:
+        os.chdir(request["cwd"])
+        func, args, kwargs = pickle.loads(request["payload"])
+    except BaseException as exc:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        problem = f"could not load the function in the child ({type(exc).__name__}: {exc})"
+        channel.send("error", _child.encode_error(exc, tb, problem=problem))
+        _child.flush_stdio()
+        _core.child_exit(channel.sent, terminate)
+    del request["payload"]
+    _core.child_apply_limits(request["limits"], request["name"])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    channel.ready(usage.ru_utime, usage.ru_stime)
+    body = _child.make_body(func, args, kwargs, memory_limited=request["memory_limited"])
+    tag, parts = body()
+    channel.send(tag, parts)
+    del parts
+    _child.flush_stdio()
+    _core.child_exit(channel.sent, terminate)

@@ -1,0 +1,147 @@
+"""The fork and spawn contexts: pickling that just works, decorators,
+daemonic workers, and failures that are reported instead of hanging."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from context_funcs import allocate, decorated_depth, double, limited_in_worker, sleeper, spin
+
+from pynisher import (
+    CpuTimeoutException,
+    MemoryLimitException,
+    Pynisher,
+    PynisherException,
+    Status,
+    WallTimeoutException,
+    contexts,
+)
+
+CONTEXTS = ["fork", "spawn"]
+
+
+def test_contexts_lists_the_usable_start_methods() -> None:
+    assert contexts == CONTEXTS
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_each_status_in_each_context(context: str) -> None:
+    assert Pynisher(double, context=context)(4) == 8
+    with pytest.raises(WallTimeoutException):
+        Pynisher(sleeper, wall_time=0.3, context=context)(10)
+    with pytest.raises(CpuTimeoutException):
+        Pynisher(spin, cpu_time=0.3, context=context)(10)
+    with pytest.raises(MemoryLimitException):
+        Pynisher(allocate, memory="100MB", context=context)(500)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_lambdas_and_closures_work(context: str) -> None:
+    offset = 10
+    assert Pynisher(lambda x: x + offset, context=context)(5) == 15
+
+    def closure(x: int) -> int:
+        return x * offset
+
+    assert Pynisher(closure, context=context)(3) == 30
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_multiprocessing_context_object_is_accepted(context: str) -> None:
+    limited = Pynisher(double, context=multiprocessing.get_context(context))
+    assert limited.context == context
+    assert limited(2) == 4
+
+
+def test_main_module_functions_and_lambdas_run_under_spawn(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from pynisher import Pynisher
+
+            def triple(x):
+                return 3 * x
+
+            square = lambda x: x * x
+
+            if __name__ == "__main__":
+                print(Pynisher(triple, context="spawn")(3), Pynisher(square, context="spawn")(4))
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["9", "16"]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_a_decorated_function_does_not_limit_itself_twice(context: str) -> None:
+    limited = Pynisher(decorated_depth.__wrapped__, context=context)  # type: ignore[attr-defined]
+    pids = limited(3)
+    # One child for the whole recursion, not one per level.
+    assert len(set(pids)) == 1
+    assert pids[0] != os.getpid()
+    # Called directly, the decorator itself forks exactly one child too.
+    assert len(set(decorated_depth(2))) == 1
+
+
+def test_spawn_usage_excludes_interpreter_start_up() -> None:
+    outcome = Pynisher(double, context="spawn").run(1)
+    assert outcome.status is Status.OK
+    # Start-up of a fresh interpreter costs tens of ms of CPU and wall time;
+    # none of it is charged to the call.
+    assert outcome.cpu_time < 0.02, outcome
+    assert outcome.wall_time < 0.02, outcome
+
+
+def test_spawn_cpu_limit_is_net_of_start_up() -> None:
+    outcome = Pynisher(spin, cpu_time=0.2, context="spawn").run(0.1)
+    assert outcome.status is Status.OK, outcome.detail
+
+
+class Unpicklable:
+    def __reduce__(self) -> str:
+        raise TypeError("this object refuses to be pickled")
+
+
+def test_an_unpicklable_argument_is_named_before_any_child_starts() -> None:
+    with pytest.raises(PynisherException, match=r"argument 1 .*cannot be pickled"):
+        Pynisher(lambda a, b: None, context="spawn")(1, Unpicklable())
+
+
+def test_a_module_that_cannot_be_imported_in_the_child_is_reported(tmp_path: Path) -> None:
+    module = tmp_path / "vanishing_module.py"
+    module.write_text("def hello():\n    return 'hi'\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import vanishing_module
+
+        limited = Pynisher(vanishing_module.hello, context="spawn")
+        assert limited() == "hi"
+        module.unlink()
+        with pytest.raises(PynisherException, match="could not load the function in the child"):
+            limited()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("vanishing_module", None)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_works_inside_a_daemonic_pool_worker(context: str) -> None:
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(limited_in_worker, (context,)) == (42, "wall_time")
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_works_inside_a_process_pool_executor_worker(context: str) -> None:
+    mp = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=mp) as pool:
+        assert pool.submit(limited_in_worker, context).result(timeout=60) == (42, "wall_time")
