@@ -15,9 +15,10 @@ if sys.version_info >= (3, 10):
 else:  # pragma: no cover
     from typing_extensions import ParamSpec
 
-from . import _child, _core, _spawn
+from . import _child, _core, _forkserver, _spawn
 from ._exceptions import (
     CpuTimeoutException,
+    ForkServerError,
     MemoryLimitException,
     PynisherException,
     RemoteTraceback,
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 # Every start method pynisher knows, and those that work in this build.
 _START_METHODS = ("fork", "spawn", "forkserver")
-contexts: list[str] = ["fork", "spawn"]
+contexts: list[str] = ["fork", "spawn", "forkserver"]
 
 _WRAP_KEYS = {
     "memory": (MemoryLimitException, Status.MEMORY),
@@ -167,6 +168,7 @@ class Pynisher(Generic[P, T]):
         terminate_child_processes: bool = True,
         forceful_keyboard_interrupt: bool = True,
         memory_mode: str = "address_space",
+        preload: Sequence[str] = (),
     ) -> None:
         if not callable(func):
             raise ValueError(f"func: expected a callable, got {func!r}")
@@ -189,6 +191,9 @@ class Pynisher(Generic[P, T]):
                 "pynisher; use 'address_space'"
             )
         self.context = _resolve_context(context)
+        if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
+            raise ValueError(f"preload: expected a list of module names, got {preload!r}")
+        self.preload = tuple(preload)
         _check_wrap_errors(wrap_errors)
         self.raises = raises
         self.warnings = warnings
@@ -264,15 +269,37 @@ class Pynisher(Generic[P, T]):
                 memory_limited=memory_limited,
                 terminate_child_processes=self.terminate_child_processes,
             )
-            raw = _core.run_spawn(
-                request,
-                self._limits,
-                argv=_spawn.command(),
-                name=name,
-                terminate_child_processes=self.terminate_child_processes,
-                forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
-            )
+            if self.context == "spawn":
+                raw = _core.run_spawn(
+                    request,
+                    self._limits,
+                    argv=_spawn.command(),
+                    name=name,
+                    terminate_child_processes=self.terminate_child_processes,
+                    forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                )
+            else:
+                raw = self._run_forkserver(request)
         return self._outcome(raw)
+
+    def _run_forkserver(self, request: bytes) -> Any:
+        # A server that died between calls is replaced once; the call had not
+        # started, so retrying it is safe.
+        for attempt in range(2):
+            server = _forkserver.server_for(self.preload)
+            try:
+                return _core.run_forkserver(
+                    server,
+                    request,
+                    self._limits,
+                    terminate_child_processes=self.terminate_child_processes,
+                    forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                )
+            except ForkServerError:
+                _forkserver.discard(server)
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _outcome(self, raw: Any) -> Outcome[T]:
         status = Status(raw.status)

@@ -49,16 +49,31 @@ def function_key(func: Callable[..., Any]) -> tuple[Any, Any]:
 child_state = _ChildState()
 
 
+# Bytes objects at least this large travel out-of-band like numpy arrays:
+# written straight from the object into the result channel instead of being
+# copied into the pickle stream first.
+_OUT_OF_BAND_BYTES = 1 << 20
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is bytes and len(obj) >= _OUT_OF_BAND_BYTES:
+            return bytes, (pickle.PickleBuffer(obj),)
+        return NotImplemented
+
+
 def encode_value(value: Any) -> list[Any]:
     buffers: list[pickle.PickleBuffer] = []
-    main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    stream = io.BytesIO()
+    _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+    main = stream.getbuffer()
     raws = [buffer.raw() for buffer in buffers]
-    lengths = [len(main), *(raw.nbytes for raw in raws)]
+    lengths = [main.nbytes, *(raw.nbytes for raw in raws)]
     header = struct.pack(f"<{len(lengths) + 1}Q", len(raws), *lengths)
     return [header, main, *raws]
 
 
-def decode_value(payload: bytearray) -> Any:
+def decode_value(payload: Any) -> Any:
     view = memoryview(payload)
     (count,) = _U64.unpack_from(view, 0)
     lengths = struct.unpack_from(f"<{count + 1}Q", view, _U64.size)

@@ -27,6 +27,10 @@ class MemoryLimitException(PynisherException, MemoryError):
     """
 
 
+class ForkServerError(PynisherException):
+    """The forkserver is gone or did not answer; the call did not start."""
+
+
 class RemoteTraceback(Exception):
     """The child's formatted traceback, attached as ``__cause__``."""
 

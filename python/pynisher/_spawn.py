@@ -87,8 +87,7 @@ def command() -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _read_request() -> dict[str, Any]:
-    fd = _core.REQUEST_FD
+def _read_request(fd: int) -> dict[str, Any]:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
     while chunk := os.read(fd, 1 << 20):
@@ -98,11 +97,16 @@ def _read_request() -> dict[str, Any]:
     return request
 
 
-def main() -> None:
-    """Entry point of the child interpreter. Never returns."""
-    channel = _core.ChildChannel()
-    request = _read_request()
-    _core.child_watch_parent(request["parent"])
+def run_request(channel: Any, request_fd: int, *, watch_parent: bool) -> None:
+    """Run the call described by the request at ``request_fd`` in this fresh
+    process and report on ``channel``. Never returns.
+
+    ``watch_parent`` starts the watchdog that kills this process's tree when
+    the caller exits; a forkserver child already has one, watching its server.
+    """
+    request = _read_request(request_fd)
+    if watch_parent:
+        _core.child_watch_parent(request["parent"])
     terminate = request["terminate_child_processes"]
     sys.path[:] = request["sys_path"]
     try:
@@ -124,3 +128,8 @@ def main() -> None:
     del parts
     _child.flush_stdio()
     _core.child_exit(channel.sent, terminate)
+
+
+def main() -> None:
+    """Entry point of a spawned child interpreter. Never returns."""
+    run_request(_core.ChildChannel(), _core.REQUEST_FD, watch_parent=True)

@@ -11,17 +11,19 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use pynisher::channel::{Sender, Tag};
 use pynisher::child::ChildSetup;
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
+use pynisher::forkserver::ForkServer;
 use pynisher::{ForkHooks, ForkOptions, Limits, MemoryMode, Status, Stop, Supervised};
 
 /// Where a fresh interpreter finds its request.
 const REQUEST_FD: i32 = 5;
 
 pyo3::import_exception!(pynisher._exceptions, PynisherException);
+pyo3::import_exception!(pynisher._exceptions, ForkServerError);
 
 /// Turns a core error into the Python exception a user expects: bad arguments
 /// are `ValueError`, everything else `PynisherException`. The one place where
@@ -29,6 +31,7 @@ pyo3::import_exception!(pynisher._exceptions, PynisherException);
 fn to_py_err(err: pynisher::Error) -> PyErr {
     match err.kind() {
         pynisher::ErrorKind::InvalidArgument { .. } => PyValueError::new_err(err.to_string()),
+        pynisher::ErrorKind::ForkServer(_) => ForkServerError::new_err(err.to_string()),
         _ => PynisherException::new_err(err.to_string()),
     }
 }
@@ -322,9 +325,7 @@ fn run_spawn(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| PyValueError::new_err("argv: empty"))?;
-    let request_fd = pynisher::sys::memfd(c"pynisher-request")
-        .and_then(|fd| pynisher::sys::pwrite_all(fd.as_raw_fd(), request, 0).map(|()| fd))
-        .map_err(|e| PynisherException::new_err(format!("writing the request: {e}")))?;
+    let request_fd = request_memfd(request)?;
     let program = Program::new(program, args)
         .map_err(to_py_err)?
         .pass_fd(request_fd.as_raw_fd(), REQUEST_FD);
@@ -336,6 +337,83 @@ fn run_spawn(
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
     drop(request_fd);
     supervise(py, running, forceful_keyboard_interrupt)
+}
+
+/// Writes `request` into a fresh memfd for a child to read.
+fn request_memfd(request: &[u8]) -> PyResult<std::os::fd::OwnedFd> {
+    pynisher::sys::memfd(c"pynisher-request")
+        .and_then(|fd| pynisher::sys::pwrite_all(fd.as_raw_fd(), request, 0).map(|()| fd))
+        .map_err(|e| PynisherException::new_err(format!("writing the request: {e}")))
+}
+
+/// A running forkserver; dropping it kills the server.
+#[pyclass(name = "ForkServer", module = "pynisher._core", frozen)]
+struct ForkServerPy(ForkServer);
+
+#[pymethods]
+impl ForkServerPy {
+    /// Starts a forkserver running `argv`.
+    #[staticmethod]
+    fn start(argv: Vec<String>) -> PyResult<Self> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| PyValueError::new_err("argv: empty"))?;
+        let program = Program::new(program, args).map_err(to_py_err)?;
+        ForkServer::start(program)
+            .map(ForkServerPy)
+            .map_err(to_py_err)
+    }
+
+    #[getter]
+    fn pid(&self) -> i32 {
+        self.0.pid()
+    }
+
+    fn is_alive(&self) -> bool {
+        self.0.is_alive()
+    }
+}
+
+/// Runs one call in a child of `server` and supervises it with the GIL
+/// released. Raises `ForkServerError` if the server is gone before the call
+/// started (it is then safe to retry with a new server).
+#[pyfunction]
+#[pyo3(signature = (server, request, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+fn run_forkserver(
+    py: Python<'_>,
+    server: &ForkServerPy,
+    request: &[u8],
+    limits: &LimitsPy,
+    terminate_child_processes: bool,
+    forceful_keyboard_interrupt: bool,
+) -> PyResult<RawOutcome> {
+    let request = request_memfd(request)?;
+    let running = server
+        .0
+        .start_call(&request, &limits.0, terminate_child_processes)
+        .map_err(to_py_err)?;
+    drop(request);
+    supervise(py, running, forceful_keyboard_interrupt)
+}
+
+/// The forkserver's main loop: forks a child per call, which runs
+/// `child_main(request_fd, result_fd, memfd)`. Returns when the caller
+/// closes the control socket.
+#[pyfunction]
+fn forkserver_serve(py: Python<'_>, control_fd: i32, child_main: Py<PyAny>) -> PyResult<()> {
+    // SAFETY: the descriptor was passed to this process for exactly this use
+    // and nothing else owns it.
+    let control = unsafe { std::os::fd::OwnedFd::from_raw_fd(control_fd) };
+    // SAFETY: the server is a single-threaded interpreter; children only run
+    // Python after PyOS_AfterFork_Child, as with os.fork.
+    unsafe {
+        pynisher::forkserver::serve(control, &PythonForkHooks, |call| {
+            if let Err(err) = child_main.call1(py, (call.request, call.result, call.memfd)) {
+                err.print(py);
+            }
+        })
+    }
+    .map_err(to_py_err)
 }
 
 /// Waits for the call with the GIL released, checking Python signals, and
@@ -453,6 +531,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LimitsPy>()?;
     m.add_class::<RawOutcome>()?;
     m.add_class::<ChildChannel>()?;
+    m.add_class::<ForkServerPy>()?;
+    m.add_function(wrap_pyfunction!(run_forkserver, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver_serve, m)?)?;
+    m.add("FORKSERVER_CONTROL_FD", pynisher::forkserver::CONTROL_FD)?;
     m.add_function(wrap_pyfunction!(run_fork, m)?)?;
     m.add_function(wrap_pyfunction!(run_spawn, m)?)?;
     m.add_function(wrap_pyfunction!(child_apply_limits, m)?)?;

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Interrupted,
     /// This platform cannot do what was asked.
     Unsupported(String),
+    /// The forkserver is gone or did not answer; the call did not start.
+    ForkServer(String),
 }
 
 impl Error {
@@ -82,6 +84,7 @@ impl fmt::Display for Error {
             }
             ErrorKind::Interrupted => f.write_str("interrupted; the process tree was killed"),
             ErrorKind::Unsupported(what) => write!(f, "unsupported on this platform: {what}"),
+            ErrorKind::ForkServer(why) => f.write_str(why),
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod child;
 mod error;
 pub mod exec;
 pub mod fork;
+pub mod forkserver;
 mod limits;
 mod outcome;
 pub mod supervisor;

@@ -50,11 +50,71 @@ pub struct Finished {
 pub struct Supervised {
     pid: Pid,
     pidfd: OwnedFd,
+    reaper: Reaper,
     receiver: Option<Receiver>,
     limits: Limits,
     started: Instant,
     terminate_descendants: bool,
     interrupt_signal: Option<i32>,
+}
+
+/// Who reaps the child and so knows its exit status and rusage.
+enum Reaper {
+    /// The child is ours: `wait4`.
+    Parent,
+    /// A forkserver reaps it and sends its exit status and rusage over this
+    /// socket (see [`RemoteExit`]).
+    Remote(OwnedFd),
+}
+
+/// How long to wait for a forkserver to report an exit it has seen.
+const REMOTE_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The exit report a forkserver sends for a child it reaped: the wait status,
+/// then user and system CPU in microseconds and `ru_maxrss` in KiB, each a
+/// little-endian i64.
+pub struct RemoteExit;
+
+impl RemoteExit {
+    /// Size of one report.
+    pub const LEN: usize = 32;
+
+    /// Encodes a report from `wait4`'s results.
+    pub fn encode(status: libc::c_int, usage: &libc::rusage) -> [u8; Self::LEN] {
+        let micros = |tv: libc::timeval| tv.tv_sec * 1_000_000 + tv.tv_usec;
+        let words = [
+            status as i64,
+            micros(usage.ru_utime),
+            micros(usage.ru_stime),
+            usage.ru_maxrss,
+        ];
+        let mut out = [0u8; Self::LEN];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(libc::c_int, libc::rusage)> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            i64::from_le_bytes(w)
+        };
+        let timeval = |micros: i64| libc::timeval {
+            tv_sec: micros / 1_000_000,
+            tv_usec: micros % 1_000_000,
+        };
+        // SAFETY: rusage is plain data; all-zero is valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        usage.ru_utime = timeval(word(1));
+        usage.ru_stime = timeval(word(2));
+        usage.ru_maxrss = word(3);
+        Some((word(0) as libc::c_int, usage))
+    }
 }
 
 /// The reason the supervisor stopped the tree, if it did.
@@ -84,6 +144,7 @@ impl Supervised {
         let pidfd = sys::pidfd_open(pid).map_err(|e| Error::os("pidfd_open", e))?;
         Ok(Supervised {
             pid,
+            reaper: Reaper::Parent,
             pidfd,
             receiver,
             limits,
@@ -91,6 +152,50 @@ impl Supervised {
             terminate_descendants,
             interrupt_signal: None,
         })
+    }
+
+    /// Takes charge of `pid`, a child of a forkserver, named by `pidfd` (which
+    /// the server opened before it could reap the child, so it cannot name a
+    /// reused pid). The server reports the exit on `exit_socket`.
+    pub fn remote(
+        pid: Pid,
+        pidfd: OwnedFd,
+        exit_socket: OwnedFd,
+        receiver: Receiver,
+        limits: Limits,
+        started: Instant,
+        terminate_descendants: bool,
+    ) -> Supervised {
+        Supervised {
+            pid,
+            pidfd,
+            reaper: Reaper::Remote(exit_socket),
+            receiver: Some(receiver),
+            limits,
+            started,
+            terminate_descendants,
+            interrupt_signal: None,
+        }
+    }
+
+    /// Collects the exit status and rusage of the exited child.
+    fn reap(&self) -> std::io::Result<Option<(libc::c_int, libc::rusage)>> {
+        match &self.reaper {
+            Reaper::Parent => sys::wait4(self.pid, true),
+            Reaper::Remote(socket) => {
+                let mut fds = [libc::pollfd {
+                    fd: socket.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                if sys::poll(&mut fds, Some(REMOTE_EXIT_TIMEOUT))? == 0 {
+                    return Ok(None);
+                }
+                let mut buf = [0u8; RemoteExit::LEN];
+                let (n, _) = sys::recv_with_fds(socket.as_fd(), &mut buf)?;
+                Ok(RemoteExit::decode(&buf[..n]))
+            }
+        }
     }
 
     /// On an interrupt, first send `signal` to the tree and give it the grace
@@ -176,15 +281,12 @@ impl Supervised {
             if now >= next_sample {
                 let measure_started = Instant::now();
                 sample = tree.measure(resident_limit.is_some());
-                if let Some(ready) = startup {
-                    sample.cpu = sample
-                        .cpu
-                        .saturating_sub(ready.startup_user + ready.startup_system);
-                }
                 let sample_cost = measure_started.elapsed();
                 peak_private = peak_private.max(sample.memory);
                 if kill_reason.is_none() {
-                    if let Some(mut reason) = self.check_tree_limits(&sample) {
+                    if let Some(mut reason) =
+                        self.check_tree_limits(&net_of_startup(sample, startup))
+                    {
                         reason.after_result = self.has_result();
                         let status = reason.status;
                         kill_reason = Some(reason);
@@ -198,7 +300,8 @@ impl Supervised {
                         }
                     }
                 }
-                next_sample = now + self.sample_interval(sample.cpu, sample_cost);
+                next_sample =
+                    now + self.sample_interval(net_of_startup(sample, startup).cpu, sample_cost);
             }
             if now >= next_check {
                 if let Err(err) = check() {
@@ -212,7 +315,7 @@ impl Supervised {
                         let _ = sys::poll(&mut fd, Some(self.limits.grace_period));
                     }
                     tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
-                    let _ = sys::wait4(self.pid, true);
+                    let _ = self.reap();
                     return Err(Stop::Interrupted(err));
                 }
                 next_check = now + CHECK_INTERVAL;
@@ -247,7 +350,7 @@ impl Supervised {
                 Some(wake.saturating_duration_since(Instant::now())),
             ) {
                 tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
-                let _ = sys::wait4(self.pid, true);
+                let _ = self.reap();
                 return Err(Stop::Failed(Error::os("poll", err)));
             }
             if fds[1].revents != 0 {
@@ -281,7 +384,9 @@ impl Supervised {
         } else if self.terminate_descendants {
             let _ = sys::kill(-self.pid, libc::SIGKILL);
         }
-        let reaped = sys::wait4(self.pid, true).map_err(|e| Stop::Failed(Error::os("wait4", e)))?;
+        let reaped = self
+            .reap()
+            .map_err(|e| Stop::Failed(Error::os("collecting the exit status", e)))?;
 
         let (exit, rusage) = match reaped {
             Some((status, usage)) => (Some(Exit::from_wait_status(status)), Some(usage)),
@@ -290,7 +395,7 @@ impl Supervised {
         let mut usage = measure(
             ended.saturating_duration_since(self.started),
             rusage,
-            sample,
+            net_of_startup(sample, startup),
             startup,
         );
         if resident_limit.is_some() {
@@ -419,6 +524,16 @@ fn fmt_secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
+/// The sample without the CPU time a fresh interpreter spent starting up.
+fn net_of_startup(mut sample: Sample, startup: Option<Ready>) -> Sample {
+    if let Some(ready) = startup {
+        sample.cpu = sample
+            .cpu
+            .saturating_sub(ready.startup_user + ready.startup_system);
+    }
+    sample
+}
+
 /// Combines `wait4`'s rusage (the child plus every descendant it reaped) with
 /// the last tree sample (live descendants, and orphans reaped elsewhere).
 fn measure(
@@ -496,7 +611,7 @@ fn classify(
         return (reason.status, reason.detail);
     }
     let exit_text = exit.map_or_else(
-        || "ended (its exit status was lost)".to_owned(),
+        || "ended, and its exit status was lost (did its forkserver die?)".to_owned(),
         |e| e.to_string(),
     );
     if let Some(limit) = limits.cpu_time {

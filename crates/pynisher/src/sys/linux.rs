@@ -381,6 +381,114 @@ pub fn signal_name(signal: i32) -> String {
     }
 }
 
+/// A connected pair of close-on-exec `AF_UNIX` `SOCK_SEQPACKET` sockets:
+/// reliable, ordered, with message boundaries, and able to carry descriptors.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    retry(|| unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair succeeded; both descriptors are new and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The most descriptors one message carries.
+pub const MAX_PASSED_FDS: usize = 8;
+
+/// Sends one message with `data` and the descriptors `fds` (`SCM_RIGHTS`).
+pub fn send_with_fds(socket: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    assert!(
+        fds.len() <= MAX_PASSED_FDS,
+        "too many descriptors for one message"
+    );
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // Room for the control message, aligned as cmsghdr requires.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer set below outlives sendmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let fd_bytes = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: msg_control points at `control`, which is large enough for
+        // one cmsghdr with MAX_PASSED_FDS descriptors; CMSG_FIRSTHDR and
+        // CMSG_DATA stay inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: `msg` describes valid buffers.
+    let sent = retry(|| unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
+    if sent as usize != data.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short message"));
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf`, with any descriptors it carries (made
+/// close-on-exec). Returns the data length (0 at end of stream) and the
+/// descriptors.
+pub fn recv_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer set below outlives recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` describes valid, writable buffers.
+    let n =
+        retry(|| unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `control` with msg_controllen bytes of
+    // well-formed control messages; the CMSG macros walk inside it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let header = libc::CMSG_LEN(0) as usize;
+                let count = ((*cmsg).cmsg_len as usize - header) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors were truncated",
+        ));
+    }
+    Ok((n as usize, fds))
+}
+
 /// Makes the calling process a child subreaper (`PR_SET_CHILD_SUBREAPER`):
 /// orphaned descendants are reparented to it instead of to init, so they stay
 /// findable. Async-signal-safe.
@@ -393,6 +501,7 @@ pub fn become_subreaper() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn parses_stat_with_awkward_command_names() {
@@ -419,6 +528,29 @@ mod tests {
         assert_eq!(stat.pid, me);
         assert!(!stat.is_exited());
         assert!(all_processes().iter().any(|p| p.pid == me));
+    }
+
+    #[test]
+    fn passes_descriptors_over_a_socket() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (read, write) = pipe().unwrap();
+        send_with_fds(a.as_fd(), b"hello", &[write.as_raw_fd()]).unwrap();
+        drop(write);
+        let mut buf = [0u8; 16];
+        let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        write_all(fds[0].as_raw_fd(), b"through").unwrap();
+        drop(fds);
+        let mut out = [0u8; 16];
+        let got = read_fd(read.as_fd(), &mut out);
+        assert_eq!(&out[..got], b"through");
+        drop(a);
+        assert_eq!(recv_with_fds(b.as_fd(), &mut buf).unwrap().0, 0);
+    }
+
+    fn read_fd(fd: BorrowedFd<'_>, out: &mut [u8]) -> usize {
+        read(fd, out).unwrap()
     }
 
     #[test]
