@@ -449,7 +449,7 @@ def _support_table() -> dict[str, bool]:
         "decorator": linux,
         "memory_mode:address_space": linux,
         "memory_mode:resident": linux,
-        "cgroup_v2": False,
+        "cgroup_v2": linux and _core.cgroup_v2_unavailable() is None,
     }
     for method in _START_METHODS:
         table[f"context:{method}"] = method in contexts

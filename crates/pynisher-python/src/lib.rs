@@ -416,6 +416,13 @@ fn forkserver_serve(py: Python<'_>, control_fd: i32, child_main: Py<PyAny>) -> P
     .map_err(to_py_err)
 }
 
+/// Why the cgroup v2 backend of the resident memory mode cannot be used
+/// here, or None if it can.
+#[pyfunction]
+fn cgroup_v2_unavailable() -> Option<String> {
+    pynisher::cgroup::delegated().err()
+}
+
 /// Waits for the call with the GIL released, checking Python signals, and
 /// converts the outcome.
 fn supervise(
@@ -533,6 +540,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChildChannel>()?;
     m.add_class::<ForkServerPy>()?;
     m.add_function(wrap_pyfunction!(run_forkserver, m)?)?;
+    m.add_function(wrap_pyfunction!(cgroup_v2_unavailable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver_serve, m)?)?;
     m.add("FORKSERVER_CONTROL_FD", pynisher::forkserver::CONTROL_FD)?;
     m.add_function(wrap_pyfunction!(run_fork, m)?)?;

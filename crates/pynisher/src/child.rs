@@ -22,6 +22,8 @@ pub struct ChildSetup {
     /// Address space the call may add on top of the child's own.
     memory_headroom: Option<u64>,
     page_size: u64,
+    /// `cgroup.procs` of the call's own cgroup, if it has one.
+    cgroup_procs: Option<CString>,
 }
 
 /// A setup step that failed: which one, and `errno`.
@@ -98,7 +100,15 @@ impl ChildSetup {
             cpu_rlimit,
             memory_headroom,
             page_size: sys::page_size(),
+            cgroup_procs: None,
         }
+    }
+
+    /// Makes the child join the cgroup whose `cgroup.procs` is `procs` before
+    /// anything else, so that every process it starts is in it too.
+    pub fn with_cgroup(mut self, procs: &std::ffi::CStr) -> ChildSetup {
+        self.cgroup_procs = Some(procs.to_owned());
+        self
     }
 
     /// Applies the whole setup in the freshly forked child:
@@ -123,6 +133,12 @@ impl ChildSetup {
     /// The first step that failed. If the parent is already gone the child
     /// exits at once instead.
     pub fn apply_early(&self) -> Result<(), SetupError> {
+        if let Some(procs) = &self.cgroup_procs {
+            crate::cgroup::join(procs).map_err(|errno| SetupError {
+                step: "joining the call's cgroup",
+                errno,
+            })?;
+        }
         // SAFETY: plain system calls with integer arguments only; all are
         // async-signal-safe.
         unsafe {

@@ -203,7 +203,11 @@ pub fn start_interpreter(
     options: &ForkOptions,
 ) -> Result<Supervised> {
     limits.validate()?;
-    let setup = ChildSetup::new(limits, options.name.as_deref());
+    let cgroup = crate::cgroup::for_limits(limits);
+    let mut setup = ChildSetup::new(limits, options.name.as_deref());
+    if let Some(cgroup) = &cgroup {
+        setup = setup.with_cgroup(cgroup.procs_path());
+    }
     let (receiver, write_end, memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
     let program = program
@@ -212,13 +216,14 @@ pub fn start_interpreter(
     let (pid, started) = start(&program, &setup, false)?;
     drop(write_end);
     drop(memfd);
-    Supervised::new(
+    Ok(Supervised::new(
         pid,
         Some(receiver),
         limits.clone(),
         started,
         options.terminate_descendants,
-    )
+    )?
+    .with_cgroup(cgroup))
 }
 
 /// The child side of [`start`]. Never returns.

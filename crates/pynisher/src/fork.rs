@@ -73,7 +73,11 @@ where
     F: FnOnce(&mut Sender),
 {
     limits.validate()?;
-    let setup = ChildSetup::new(limits, options.name.as_deref());
+    let cgroup = crate::cgroup::for_limits(limits);
+    let mut setup = ChildSetup::new(limits, options.name.as_deref());
+    if let Some(cgroup) = &cgroup {
+        setup = setup.with_cgroup(cgroup.procs_path());
+    }
     let (receiver, write_end, child_memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
     let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
@@ -98,13 +102,14 @@ where
     }
     drop(write_end);
     drop(child_memfd);
-    Supervised::new(
+    Ok(Supervised::new(
         pid,
         Some(receiver),
         limits.clone(),
         started,
         options.terminate_descendants,
-    )
+    )?
+    .with_cgroup(cgroup))
 }
 
 fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(

@@ -26,6 +26,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cgroup;
 pub mod channel;
 pub mod child;
 mod error;

@@ -10,6 +10,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::cgroup::CallCgroup;
 use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
 use crate::limits::{Limits, MemoryMode};
@@ -56,6 +57,8 @@ pub struct Supervised {
     started: Instant,
     terminate_descendants: bool,
     interrupt_signal: Option<i32>,
+    /// The call's own cgroup, when the kernel enforces the resident limit.
+    cgroup: Option<CallCgroup>,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -151,7 +154,16 @@ impl Supervised {
             started,
             terminate_descendants,
             interrupt_signal: None,
+            cgroup: None,
         })
+    }
+
+    /// Puts the call's cgroup (which the child joined) under this
+    /// supervisor: it kills through it, reads its peak and OOM kills, and
+    /// removes it at the end.
+    pub fn with_cgroup(mut self, cgroup: Option<CallCgroup>) -> Supervised {
+        self.cgroup = cgroup;
+        self
     }
 
     /// Takes charge of `pid`, a child of a forkserver, named by `pidfd` (which
@@ -175,6 +187,7 @@ impl Supervised {
             started,
             terminate_descendants,
             interrupt_signal: None,
+            cgroup: None,
         }
     }
 
@@ -270,7 +283,7 @@ impl Supervised {
                 }
             }
             if hard_kill_at.is_some_and(|at| now >= at) {
-                tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                self.kill_tree(&mut tree);
                 hard_kill_at = None;
             }
             if now >= next_discover {
@@ -293,7 +306,7 @@ impl Supervised {
                         if status == Status::Memory {
                             // Over the memory limit the machine itself is at
                             // risk: no grace period.
-                            tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                            self.kill_tree(&mut tree);
                         } else {
                             self.soft_stop(&mut tree, libc::SIGXCPU);
                             hard_kill_at = Some(now + self.limits.grace_period);
@@ -314,7 +327,7 @@ impl Supervised {
                         }];
                         let _ = sys::poll(&mut fd, Some(self.limits.grace_period));
                     }
-                    tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                    self.kill_tree(&mut tree);
                     let _ = self.reap();
                     return Err(Stop::Interrupted(err));
                 }
@@ -349,7 +362,7 @@ impl Supervised {
                 &mut fds,
                 Some(wake.saturating_duration_since(Instant::now())),
             ) {
-                tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+                self.kill_tree(&mut tree);
                 let _ = self.reap();
                 return Err(Stop::Failed(Error::os("poll", err)));
             }
@@ -380,7 +393,7 @@ impl Supervised {
         // the (costlier) scan here. The group kill is one cheap backstop.
         let must_scan = self.terminate_descendants && (!has_result || tree.members_seen() > 0);
         if kill_reason.is_some() || must_scan {
-            tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
+            self.kill_tree(&mut tree);
         } else if self.terminate_descendants {
             let _ = sys::kill(-self.pid, libc::SIGKILL);
         }
@@ -401,6 +414,12 @@ impl Supervised {
         if resident_limit.is_some() {
             usage.peak_memory = peak_private;
         }
+        let oom_killed = self.cgroup.as_ref().is_some_and(|cgroup| {
+            if let Some(peak) = cgroup.peak() {
+                usage.peak_memory = peak;
+            }
+            cgroup.oom_kills() > 0
+        });
         let mut frame = None;
         let mut corrupt = None;
         if let Some(rx) = self.receiver.as_mut() {
@@ -413,11 +432,12 @@ impl Supervised {
                 Received::Pending => {}
             }
         }
+        let evidence = Evidence { exit, oom_killed };
         let (status, detail) = classify(
             &self.limits,
             frame.as_ref(),
             kill_reason,
-            exit,
+            evidence,
             &usage,
             corrupt,
         );
@@ -430,6 +450,14 @@ impl Supervised {
             },
             frame,
         })
+    }
+
+    /// Freezes and kills the whole tree, and everything in the call's cgroup.
+    fn kill_tree(&self, tree: &mut Tree) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+        tree.kill_all(Some(&self.pidfd), KILL_TIMEOUT);
     }
 
     /// Sends the soft-stop signal to the whole tree.
@@ -452,8 +480,8 @@ impl Supervised {
     /// The memory limit when it is enforced by sampling the tree.
     fn resident_limit(&self) -> Option<u64> {
         match self.limits.memory_mode {
-            MemoryMode::Resident => self.limits.memory,
-            MemoryMode::AddressSpace => None,
+            MemoryMode::Resident if self.cgroup.is_none() => self.limits.memory,
+            _ => None,
         }
     }
 
@@ -572,14 +600,23 @@ fn measure(
 /// frame (unless it only completed after the supervisor began a kill), then
 /// the supervisor's own kill reason, then the kernel's evidence, and otherwise
 /// a crash with the exit code or signal.
+/// What the kernel says about how the child ended.
+#[derive(Debug, Clone, Copy, Default)]
+struct Evidence {
+    exit: Option<Exit>,
+    /// The call's cgroup recorded an OOM kill.
+    oom_killed: bool,
+}
+
 fn classify(
     limits: &Limits,
     frame: Option<&Frame>,
     kill_reason: Option<KillReason>,
-    exit: Option<Exit>,
+    evidence: Evidence,
     usage: &Usage,
     corrupt: Option<String>,
 ) -> (Status, String) {
+    let exit = evidence.exit;
     if let Some(reason) = kill_reason.as_ref().filter(|r| !r.after_result) {
         return (reason.status, reason.detail.clone());
     }
@@ -609,6 +646,15 @@ fn classify(
     }
     if let Some(reason) = kill_reason {
         return (reason.status, reason.detail);
+    }
+    if evidence.oom_killed {
+        return (
+            Status::Memory,
+            format!(
+                "the kernel's OOM killer ended the call at the cgroup limit of {} bytes (memory.events oom_kill)",
+                limits.memory.unwrap_or_default()
+            ),
+        );
     }
     let exit_text = exit.map_or_else(
         || "ended, and its exit status was lost (did its forkserver die?)".to_owned(),
@@ -671,7 +717,10 @@ mod tests {
             &limits,
             Some(&frame(Tag::Value)),
             Some(reason),
-            Some(Exit::Signal(libc::SIGXCPU)),
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGXCPU)),
+                oom_killed: false,
+            },
             &usage,
             None,
         );
@@ -689,7 +738,10 @@ mod tests {
             &Limits::new(),
             Some(&frame(Tag::Error)),
             Some(reason),
-            Some(Exit::Code(0)),
+            Evidence {
+                exit: Some(Exit::Code(0)),
+                oom_killed: false,
+            },
             &Usage::default(),
             None,
         );
@@ -703,7 +755,10 @@ mod tests {
             &limits,
             None,
             None,
-            Some(Exit::Signal(libc::SIGXCPU)),
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGXCPU)),
+                oom_killed: false,
+            },
             &Usage::default(),
             None,
         );
@@ -714,7 +769,10 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Some(Exit::Signal(libc::SIGXCPU)),
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGXCPU)),
+                oom_killed: false,
+            },
             &Usage::default(),
             None,
         );
@@ -728,7 +786,10 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Some(Exit::Code(3)),
+            Evidence {
+                exit: Some(Exit::Code(3)),
+                oom_killed: false,
+            },
             &Usage::default(),
             None,
         );
@@ -738,7 +799,10 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Some(Exit::Signal(libc::SIGSEGV)),
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGSEGV)),
+                oom_killed: false,
+            },
             &Usage::default(),
             Some("garbage on the result channel".into()),
         );

@@ -1,0 +1,289 @@
+//! The cgroup v2 backend of the resident memory mode.
+//!
+//! Where a delegated cgroup v2 directory with the memory controller exists,
+//! each call gets a cgroup of its own below it, created by pynisher and
+//! removed after the call: `memory.max` is the limit, `memory.swap.max` is 0
+//! and `memory.oom.group` is 1, so the kernel itself enforces the limit on the
+//! whole tree, an OOM kill takes the whole call, and `memory.peak` and
+//! `memory.events` say exactly what happened. The child joins its cgroup
+//! before any user code runs, so every descendant is in it, including those
+//! that call `setsid`; `cgroup.kill` ends them all at once.
+//!
+//! pynisher only ever writes to cgroups it created. The parent directory comes
+//! from the `PYNISHER_CGROUP` environment variable, or is the caller's own
+//! cgroup if that already delegates the memory controller to its children.
+//! Elsewhere the resident mode samples the tree instead.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Names a delegated cgroup v2 directory in which pynisher may create one
+/// cgroup per call.
+pub const ENV_VAR: &str = "PYNISHER_CGROUP";
+
+/// The directory below which call cgroups can be created, or why there is
+/// none.
+///
+/// # Errors
+/// A sentence saying why no delegated cgroup v2 with the memory controller is
+/// usable here.
+pub fn delegated() -> Result<PathBuf, String> {
+    let dir = match std::env::var_os(ENV_VAR) {
+        Some(dir) => PathBuf::from(dir),
+        None => own_cgroup()?,
+    };
+    check_delegated(&dir)?;
+    Ok(dir)
+}
+
+/// The caller's own cgroup v2 directory.
+fn own_cgroup() -> Result<PathBuf, String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading mountinfo: {e}"))?;
+    let mount = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 file system is mounted")?;
+    let cgroups = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let relative = unified_path(&cgroups).ok_or("this process is in no cgroup v2")?;
+    Ok(mount.join(relative.trim_start_matches('/')))
+}
+
+/// The mount point of the cgroup v2 file system, from `/proc/self/mountinfo`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The cgroup v2 path (`0::/path`) from `/proc/self/cgroup`.
+fn unified_path(cgroups: &str) -> Option<&str> {
+    cgroups.lines().find_map(|line| line.strip_prefix("0::"))
+}
+
+fn check_delegated(dir: &Path) -> Result<(), String> {
+    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
+    if !dir.join("cgroup.procs").exists() {
+        return Err(format!("{} is not a cgroup v2 directory", dir.display()));
+    }
+    if !read("cgroup.controllers")
+        .split_whitespace()
+        .any(|c| c == "memory")
+    {
+        return Err(format!(
+            "the memory controller is not available in {} (cgroup.controllers)",
+            dir.display()
+        ));
+    }
+    if !read("cgroup.subtree_control")
+        .split_whitespace()
+        .any(|c| c == "memory")
+    {
+        return Err(format!(
+            "{} does not delegate the memory controller to its children (cgroup.subtree_control); \
+             set {ENV_VAR} to a delegated cgroup",
+            dir.display()
+        ));
+    }
+    let path = CString::new(dir.as_os_str().as_bytes()).map_err(|_| "bad path".to_owned())?;
+    // SAFETY: `path` is NUL-terminated; access only reads it.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK) } != 0 {
+        return Err(format!("{} is not writable", dir.display()));
+    }
+    Ok(())
+}
+
+/// `oom_kill` from a `memory.events` file.
+fn oom_kills(events: &str) -> u64 {
+    events
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The cgroup of one call, created by pynisher and removed when dropped.
+#[derive(Debug)]
+pub struct CallCgroup {
+    dir: PathBuf,
+    procs: CString,
+}
+
+impl CallCgroup {
+    /// Creates a new cgroup below `parent` limited to `limit` bytes of
+    /// memory, no swap, and OOM kills of the whole group.
+    ///
+    /// # Errors
+    /// The directory or one of its control files could not be written; the
+    /// directory is removed again.
+    pub fn create(parent: &Path, limit: u64) -> io::Result<CallCgroup> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "pynisher-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = parent.join(name);
+        fs::create_dir(&dir)?;
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in cgroup path"))?;
+        let cgroup = CallCgroup { dir, procs };
+        cgroup.write("memory.max", &limit.to_string())?;
+        // Swap accounting may be compiled out; without it there is no swap to cap.
+        match cgroup.write("memory.swap.max", "0") {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        cgroup.write("memory.oom.group", "1")?;
+        Ok(cgroup)
+    }
+
+    fn write(&self, file: &str, value: &str) -> io::Result<()> {
+        fs::write(self.dir.join(file), value)
+    }
+
+    fn read_u64(&self, file: &str) -> Option<u64> {
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The path of `cgroup.procs`, which the child writes to join.
+    pub fn procs_path(&self) -> &CStr {
+        &self.procs
+    }
+
+    /// Memory in use now (`memory.current`).
+    pub fn current(&self) -> Option<u64> {
+        self.read_u64("memory.current")
+    }
+
+    /// The peak memory of the call (`memory.peak`, Linux 5.19+).
+    pub fn peak(&self) -> Option<u64> {
+        self.read_u64("memory.peak")
+    }
+
+    /// How many times the OOM killer acted on the call.
+    pub fn oom_kills(&self) -> u64 {
+        fs::read_to_string(self.dir.join("memory.events")).map_or(0, |e| oom_kills(&e))
+    }
+
+    /// Kills every process in the cgroup (`cgroup.kill`, Linux 5.14+; on
+    /// older kernels each listed process gets SIGKILL).
+    pub fn kill(&self) {
+        if self.write("cgroup.kill", "1").is_ok() {
+            return;
+        }
+        for pid in fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = crate::sys::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for CallCgroup {
+    fn drop(&mut self) {
+        // A cgroup can only be removed once its last process is gone.
+        let until = Instant::now() + Duration::from_secs(2);
+        while fs::remove_dir(&self.dir).is_err() && Instant::now() < until {
+            self.kill();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A cgroup for a call under `limits`, if they ask for resident memory and a
+/// delegated cgroup exists; otherwise the supervisor samples the tree.
+pub fn for_limits(limits: &crate::Limits) -> Option<CallCgroup> {
+    if limits.memory_mode != crate::MemoryMode::Resident {
+        return None;
+    }
+    let limit = limits.memory?;
+    CallCgroup::create(&delegated().ok()?, limit).ok()
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is
+/// `procs`. Async-signal-safe.
+///
+/// # Errors
+/// `errno` of the failed open or write.
+pub fn join(procs: &CStr) -> Result<(), i32> {
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: `procs` is NUL-terminated; open/write/close are
+    // async-signal-safe and the buffer is a static byte string.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let err = errno();
+        libc::close(fd);
+        if written != 1 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_and_path() {
+        let mountinfo = "24 30 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_mount("24 30 0:22 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
+        let cgroups = "4:memory:/process_api/x\n0::/user.slice/app\n";
+        assert_eq!(unified_path(cgroups), Some("/user.slice/app"));
+        assert_eq!(unified_path("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn reads_oom_kills() {
+        assert_eq!(
+            oom_kills("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 1\n"),
+            2
+        );
+        assert_eq!(oom_kills("low 0\n"), 0);
+    }
+
+    #[test]
+    fn says_why_no_cgroup_is_usable() {
+        let why = check_delegated(Path::new("/proc")).unwrap_err();
+        assert!(why.contains("not a cgroup v2 directory"), "{why}");
+        match delegated() {
+            Ok(dir) => assert!(dir.join("cgroup.procs").exists()),
+            Err(why) => assert!(!why.is_empty()),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a delegated cgroup v2 with the memory controller (set PYNISHER_CGROUP); run with --ignored"]
+    fn limits_a_call_in_a_delegated_cgroup() {
+        let parent = delegated().unwrap();
+        let cgroup = CallCgroup::create(&parent, 64 << 20).unwrap();
+        assert_eq!(cgroup.read_u64("memory.max"), Some(64 << 20));
+        assert_eq!(cgroup.oom_kills(), 0);
+    }
+}

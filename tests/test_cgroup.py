@@ -1,0 +1,59 @@
+"""The cgroup v2 backend of the resident memory mode. It needs a delegated
+cgroup v2 with the memory controller (``PYNISHER_CGROUP``); where there is
+none, these tests skip and say why, and the resident mode samples instead."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import alive
+
+from pynisher import MemoryLimitException, Pynisher, Status, _core, supports
+
+REASON = _core.cgroup_v2_unavailable()
+
+
+def test_supports_reports_the_backend_truthfully() -> None:
+    assert supports("cgroup_v2") is (REASON is None)
+    if REASON is not None:
+        assert isinstance(REASON, str) and REASON
+
+
+needs_cgroup = pytest.mark.skipif(
+    REASON is not None, reason=f"no delegated cgroup v2 with the memory controller: {REASON}"
+)
+
+
+def touch(mb: int) -> int:
+    block = bytearray(mb << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return len(block)
+
+
+@needs_cgroup
+def test_the_kernel_enforces_the_resident_limit() -> None:
+    outcome = Pynisher(touch, memory="100MB", memory_mode="resident").run(400)
+    assert outcome.status is Status.MEMORY
+    assert isinstance(outcome.error, MemoryLimitException)
+    assert "OOM" in outcome.detail
+    assert outcome.peak_memory >= 90 << 20
+
+
+def escape_and_allocate(pid_file: str) -> None:
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    with open(pid_file, "w") as f:
+        f.write(str(proc.pid))
+    touch(400)
+
+
+@needs_cgroup
+def test_an_escaped_process_dies_with_the_cgroup(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    outcome = Pynisher(escape_and_allocate, memory="100MB", memory_mode="resident").run(
+        str(pid_file)
+    )
+    assert outcome.status is Status.MEMORY
+    assert not alive(int(pid_file.read_text()))
