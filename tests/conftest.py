@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -49,3 +53,66 @@ def zombie_children() -> int:
 
 def thread_count() -> int:
     return threading.active_count()
+
+
+def os_threads() -> int:
+    """Threads of this process as the kernel counts them (Python's and native ones)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads: line in /proc/self/status")
+
+
+def kill_quietly(pid: int) -> None:
+    """SIGKILL ``pid`` if it still exists; for cleaning up after a failed assertion."""
+    try:
+        os.kill(pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def read_pids(path: Path, count: int, timeout: float = 5.0) -> list[int]:
+    """Waits until ``path`` holds ``count`` whitespace-separated pids and returns them."""
+    until = time.monotonic() + timeout
+    while True:
+        try:
+            words = path.read_text().split()
+        except FileNotFoundError:
+            words = []
+        if len(words) >= count:
+            return [int(word) for word in words[:count]]
+        if time.monotonic() > until:
+            raise AssertionError(f"{path} did not get {count} pids within {timeout} s: {words}")
+        time.sleep(0.01)
+
+
+def write_line(path: Path, text: str) -> None:
+    """Appends one line to ``path`` and makes it visible at once (for another process)."""
+    with open(path, "a") as handle:
+        handle.write(text + "\n")
+
+
+def start_caller(script: str) -> subprocess.Popen[str]:
+    """Starts ``script`` in a fresh interpreter (the one running the tests), with
+    stdout and stderr piped, as a caller of pynisher that a test can signal."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
+    """The next line of ``proc``'s stdout; fails instead of hanging after ``timeout``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"no output from the caller within {timeout} s; stderr:\n{err}")
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate()
+        raise AssertionError(f"the caller ended early (code {proc.returncode}); stderr:\n{err}")
+    return line.strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing.context
+import os
 import pickle
 import sys
 import warnings as _warnings
@@ -131,6 +132,21 @@ def _matches(err: BaseException, spec: Any) -> bool:
     return type(err) is spec
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside
+    pynisher, however many of our own frames (decorators, ``limit``) are in
+    between."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while (
+        frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 def _callable_name(func: Callable[..., Any]) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     if name is None:
@@ -205,7 +221,7 @@ class Pynisher(Generic[P, T]):
                 f"memory limit of {self._limits.memory} bytes is below 1 MB; did you forget a "
                 'unit? Plain numbers are bytes: use (300, "MB") or "300MB"',
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_user_stacklevel(),
             )
 
     # The limits, in seconds and bytes, after unit conversion.

@@ -10,6 +10,8 @@ itself cannot be pickled or unpickled.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import pickle
 import struct
@@ -188,6 +190,10 @@ def make_body(
             capture = _Capture()
             try:
                 value = func(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    # A coroutine function is awaited in the child, on a
+                    # fresh event loop, under the same limits.
+                    value = asyncio.run(value)
             except BaseException as exc:
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -680,6 +680,11 @@ fn classify(
     }
     let mut detail = match corrupt {
         Some(why) => format!("{exit_text}; {why}"),
+        None if exit == Some(Exit::Code(crate::fork::EXIT_NO_FRAME)) => {
+            format!(
+                "{exit_text}: the child could not send its result (was the result channel closed?)"
+            )
+        }
         None => format!("{exit_text} without a result"),
     };
     if limits.memory.is_some() && exit.and_then(Exit::signal).is_some() {
