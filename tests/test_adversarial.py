@@ -205,3 +205,22 @@ def fork_and_return() -> int:
 def test_a_function_that_forks_and_reaps_returns_normally() -> None:
     pid = Pynisher(fork_and_return)()
     assert pid != os.getpid()
+
+
+async def async_double(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return 2 * x
+
+
+async def async_forever() -> None:
+    import asyncio
+
+    await asyncio.sleep(60)
+
+
+def test_a_coroutine_function_is_awaited_in_the_child() -> None:
+    assert Pynisher(async_double)(21) == 42
+    outcome = Pynisher(async_forever, wall_time=0.2).run()
+    assert outcome.status is Status.WALL_TIME
