@@ -34,6 +34,10 @@ pub enum ErrorKind {
     Unsupported(String),
     /// The forkserver is gone or did not answer; the call did not start.
     ForkServer(String),
+    /// A safe closure call needs a single-threaded process, and this one has
+    /// `threads` threads (`None`: the count could not be read). See
+    /// [`call_unchecked`](crate::call_unchecked).
+    MultiThreaded { threads: Option<usize> },
 }
 
 impl Error {
@@ -85,6 +89,15 @@ impl fmt::Display for Error {
             ErrorKind::Interrupted => f.write_str("interrupted; the process tree was killed"),
             ErrorKind::Unsupported(what) => write!(f, "unsupported on this platform: {what}"),
             ErrorKind::ForkServer(why) => f.write_str(why),
+            ErrorKind::MultiThreaded { threads } => {
+                let count =
+                    threads.map_or_else(|| "an unknown number of".into(), |n| n.to_string());
+                write!(
+                    f,
+                    "a closure is only forked safely in a single-threaded process, and this one \
+                     has {count} threads; see pynisher::call_unchecked"
+                )
+            }
         }
     }
 }

@@ -1,14 +1,37 @@
-//! Start a program in a child process: fork, the early child setup, `execv`.
+//! Start a program in a child process: the one implementation behind
+//! commands, spawned interpreters and the forkserver.
 //!
-//! Everything the child needs (the resolved path, `argv`, the descriptor
-//! plan) is built by [`Program::new`] before the fork; between fork and exec
-//! the child makes only async-signal-safe system calls. A failure in the
-//! child is reported through a close-on-exec pipe, so the parent can tell
-//! "not found" from "cannot execute" from a failed setup.
+//! Everything the child needs is built first, in the caller: the argument and
+//! environment arrays, the program's path (searched in `PATH`), the
+//! descriptor plan and a close-on-exec pipe for reporting a failure. The child
+//! is then created with `clone(CLONE_VFORK)`: a copy of the caller, like
+//! `fork`, except that the calling thread waits until the child has called
+//! `execve` or exited. Between the two the child only makes async-signal-safe
+//! system calls on memory that already exists:
+//!
+//! 1. [`ChildSetup::apply_early`] (own process group, parent-death signal,
+//!    subreaper, the call's cgroup), and [`ChildSetup::apply_limits`] too if
+//!    the limits apply from the start (a command; a fresh interpreter applies
+//!    them itself after start-up);
+//! 2. an absolute `RLIMIT_AS` if one was asked for;
+//! 3. every catchable signal back to its default action and an empty signal
+//!    mask, so that the program does not start with what the caller ignored
+//!    or blocked (the Rust runtime ignores SIGPIPE, for example);
+//! 4. the descriptors it should inherit moved to their numbers;
+//! 5. `chdir` if a working directory was set, then `execve`.
+//!
+//! If a step fails, the child writes the step and `errno` to the pipe and
+//! exits. Because the caller resumes only after `execve` or exit, what is in
+//! the pipe at that moment is the whole answer: the caller never waits for
+//! the pipe to close, so another thread forking at the same time (and so
+//! holding a copy of the pipe) cannot delay it.
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,51 +43,117 @@ use crate::limits::Limits;
 use crate::supervisor::Supervised;
 use crate::sys::{self, Pid};
 
+/// Where `PATH` is searched when neither the program nor the caller sets it.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Exit code of a child whose start failed; the caller reads the real reason
+/// from the pipe.
+const EXIT_EXEC_FAILED: i32 = 127;
+
+/// Which step of starting the program failed, as written to the pipe.
+const STAGE_SETUP: u8 = 1;
+const STAGE_CHDIR: u8 = 2;
+const STAGE_EXEC: u8 = 3;
+
 /// The lowest descriptor used to park inherited descriptors while they are
 /// moved to their targets, so that no move clobbers another's source.
 const PARK_FD: RawFd = 100;
 
-const FAILED_SETUP: u32 = 1;
-const FAILED_EXEC: u32 = 2;
-
-/// A program ready to be started: path resolved, arguments converted.
+/// A program ready to be started: everything the child needs, built before
+/// the clone.
 #[derive(Debug)]
 pub struct Program {
+    /// The program as given, for error messages.
     display: String,
+    /// The program as it will be passed to `execve`.
     path: CString,
-    argv: Vec<CString>,
-    /// (inherited descriptor in the parent, its number in the child)
+    // The pointer arrays point into these; they must live as long.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    /// (descriptor in the caller, its number in the child)
     fds: Vec<(RawFd, RawFd)>,
+    /// An absolute `RLIMIT_AS` for the new program image.
+    address_space: Option<u64>,
+    /// The highest signal number, for resetting dispositions.
+    max_signal: i32,
+}
+
+fn c_string(argument: &str, bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::invalid(argument, "contains a NUL byte"))
 }
 
 impl Program {
-    /// Resolves `program` (searched in `PATH` unless it contains a `/`) and
-    /// prepares `argv` = `program` followed by `args`.
+    /// `program` with `args`, the caller's environment and working
+    /// directory. A name without a `/` is searched in `PATH`.
     ///
     /// # Errors
-    /// [`ErrorKind::CommandNotFound`] if it cannot be found;
-    /// invalid-argument if an argument contains a NUL byte.
+    /// [`ErrorKind::CommandNotFound`] if it cannot be found; invalid-argument
+    /// if an argument contains a NUL byte.
     pub fn new<S: AsRef<OsStr>>(program: impl AsRef<OsStr>, args: &[S]) -> Result<Program> {
-        let program = program.as_ref();
-        let display = program.to_string_lossy().into_owned();
-        let path = resolve(program).ok_or_else(|| {
-            Error::from(ErrorKind::CommandNotFound {
-                program: display.clone(),
-            })
-        })?;
-        let cstring = |s: &OsStr| {
-            CString::new(s.as_bytes())
-                .map_err(|_| Error::invalid("command", format!("{s:?} contains a NUL byte")))
-        };
-        let mut argv = vec![cstring(program)?];
+        let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        Program::build(
+            program.as_ref(),
+            &args,
+            &std::env::vars_os().collect(),
+            None,
+        )
+    }
+
+    /// `program` with `args`, exactly the environment `env`, and `cwd` as
+    /// its working directory if given.
+    ///
+    /// # Errors
+    /// As [`Program::new`], and invalid-argument for a bad variable name.
+    pub fn build(
+        program: &OsStr,
+        args: &[&OsStr],
+        env: &BTreeMap<OsString, OsString>,
+        cwd: Option<&Path>,
+    ) -> Result<Program> {
+        let path = resolve_program(program, env, cwd)?;
+        let path = c_string("program", path.as_os_str().as_bytes())?;
+        let mut argv = vec![c_string("program", program.as_bytes())?];
         for arg in args {
-            argv.push(cstring(arg.as_ref())?);
+            argv.push(c_string("args", arg.as_bytes())?);
         }
+        let mut envp = Vec::with_capacity(env.len());
+        for (key, value) in env {
+            if key.is_empty() || key.as_bytes().contains(&b'=') {
+                return Err(Error::invalid(
+                    "env",
+                    format!("invalid variable name {key:?}"),
+                ));
+            }
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(c_string("env", &entry)?);
+        }
+        let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let cwd = match cwd {
+            Some(dir) => Some(c_string("current_dir", dir.as_os_str().as_bytes())?),
+            None => None,
+        };
         Ok(Program {
-            display,
-            path: cstring(path.as_os_str())?,
-            argv,
+            display: program.to_string_lossy().into_owned(),
+            path,
+            argv_ptrs: pointers(&argv),
+            _argv: argv,
+            envp_ptrs: pointers(&envp),
+            _envp: envp,
+            cwd,
             fds: Vec::new(),
+            address_space: None,
+            max_signal: libc::SIGRTMAX(),
         })
     }
 
@@ -75,110 +164,267 @@ impl Program {
         self
     }
 
+    /// Caps the new program image's address space at `limit` bytes
+    /// (`RLIMIT_AS`). A new image starts from nothing, so this is the whole
+    /// address space, never headroom on top of the caller's size.
+    pub fn address_space(mut self, limit: Option<u64>) -> Program {
+        self.address_space = limit;
+        self
+    }
+
     /// The program as given, for messages.
     pub fn display(&self) -> &str {
         &self.display
     }
 }
 
-/// Finds `program` like `execvp` would, but before the fork.
-fn resolve(program: &OsStr) -> Option<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(program));
-    }
-    if program.is_empty() {
-        return None;
-    }
-    let path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
+/// Finds the file `execve` should run, as `execvp` would: a name with a `/`
+/// is used as it is; otherwise the first executable regular file of that name
+/// in `PATH`. A file that exists but is not executable is returned only if
+/// no executable one does, so that `execve` reports why it cannot run it.
+fn resolve_program(
+    program: &OsStr,
+    env: &BTreeMap<OsString, OsString>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf> {
+    let not_found = || -> Error {
+        ErrorKind::CommandNotFound {
+            program: program.to_string_lossy().into_owned(),
+        }
+        .into()
     };
-    // SAFETY: `c` is NUL-terminated; access only reads it.
-    let ok = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
-    ok && path.is_file()
+    if program.is_empty() {
+        return Err(not_found());
+    }
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let search = env
+        .get(OsStr::new("PATH"))
+        .cloned()
+        .unwrap_or_else(|| OsString::from(DEFAULT_PATH));
+    let mut not_executable = None;
+    for dir in search.as_bytes().split(|b| *b == b':') {
+        let dir = if dir.is_empty() {
+            // An empty entry means the current directory, which is the
+            // command's if it has one.
+            cwd.map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        } else {
+            PathBuf::from(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(program);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 != 0 {
+            return Ok(candidate);
+        }
+        not_executable.get_or_insert(candidate);
+    }
+    not_executable.ok_or_else(not_found)
 }
 
-/// Forks and executes `program`. The child first runs
-/// [`ChildSetup::apply_early`], then [`ChildSetup::apply_limits`] too if
-/// `limits_before_exec` (a command), or leaves that to the program (a fresh
-/// interpreter applies them after its start-up). Signal dispositions and the
-/// signal mask are reset to their defaults before the exec.
+/// Starts `program`. The child runs [`ChildSetup::apply_early`], and
+/// [`ChildSetup::apply_limits`] too if `limits_before_exec` (a command; a
+/// fresh interpreter applies them itself after its start-up).
 ///
-/// Returns the child's pid and when it was forked.
+/// Returns the child's pid and when it was started.
 ///
 /// # Errors
 /// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`] if
-/// the exec failed, an OS error if the fork or the setup failed. The child
+/// the exec failed, an OS error if the clone or the setup failed. The child
 /// has been reaped in every error case.
 pub fn start(
     program: &Program,
     setup: &ChildSetup,
     limits_before_exec: bool,
 ) -> Result<(Pid, Instant)> {
-    let (report_read, report_write) =
-        sys::pipe().map_err(|e| Error::os("creating the exec report pipe", e))?;
-    let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
+    let (read_end, write_end) = sys::pipe().map_err(|e| Error::os("creating a pipe", e))?;
     let mut parked: Vec<RawFd> = vec![-1; program.fds.len()];
-    let report_fd = report_write.as_raw_fd();
-
+    let flags = (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong;
+    // The raw system call takes the flags first and the new stack second,
+    // except on s390x; the stack is null (the child runs on its copy of this
+    // one) and so are the other arguments.
+    #[cfg(not(target_arch = "s390x"))]
+    let (first, second): (libc::c_ulong, libc::c_ulong) = (flags, 0);
+    #[cfg(target_arch = "s390x")]
+    let (first, second): (libc::c_ulong, libc::c_ulong) = (0, flags);
     let started = Instant::now();
-    // SAFETY: the child below only makes async-signal-safe calls on memory
-    // allocated before the fork, then execs or exits.
-    let pid = unsafe { libc::fork() };
+    // SAFETY: without CLONE_VM the child gets its own copy of the address
+    // space, exactly as with fork(2), and every pointer argument is null.
+    // CLONE_VFORK only suspends this thread until the child has called
+    // execve or exited. The child runs `exec_child`, which makes only
+    // async-signal-safe system calls on memory prepared above.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, first, second, 0usize, 0usize, 0usize) };
     if pid == 0 {
-        // SAFETY: we are the child of a fork; see `exec_child`'s contract.
-        unsafe {
-            exec_child(
-                program,
-                setup,
-                limits_before_exec,
-                &argv,
-                &mut parked,
-                report_fd,
-            )
-        }
+        exec_child(
+            program,
+            setup,
+            limits_before_exec,
+            &mut parked,
+            write_end.as_raw_fd(),
+        );
     }
     if pid < 0 {
-        return Err(Error::last_os("fork"));
+        return Err(Error::last_os("clone"));
     }
-    drop(report_write);
+    let pid = pid as Pid;
+    drop(write_end);
+    if let Some(err) = read_start_failure(&read_end, program) {
+        // The child has exited (it wrote its report first); reap it.
+        let _ = sys::wait4(pid, true);
+        return Err(err);
+    }
+    Ok((pid, started))
+}
 
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    while got < report.len() {
-        match sys::read(std::os::fd::AsFd::as_fd(&report_read), &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(_) => break,
+/// Writes the failed stage, `errno` and the step's name to the pipe, then
+/// exits. Async-signal-safe: a stack buffer and `write`.
+fn report_and_exit(fd: RawFd, stage: u8, errno: i32, step: &str) -> ! {
+    let mut buf = [0u8; 128];
+    buf[0] = stage;
+    buf[1..5].copy_from_slice(&errno.to_le_bytes());
+    let n = step.len().min(buf.len() - 5);
+    buf[5..5 + n].copy_from_slice(&step.as_bytes()[..n]);
+    let _ = sys::write_all(fd, &buf[..5 + n]);
+    // SAFETY: _exit is async-signal-safe and ends the child without running
+    // anything that belongs to the caller.
+    unsafe { libc::_exit(EXIT_EXEC_FAILED) }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The child, between clone and execve. Only async-signal-safe calls.
+fn exec_child(
+    program: &Program,
+    setup: &ChildSetup,
+    limits_before_exec: bool,
+    parked: &mut [RawFd],
+    report: RawFd,
+) -> ! {
+    if let Err(err) = setup.apply_early() {
+        report_and_exit(report, STAGE_SETUP, err.errno, err.step);
+    }
+    if limits_before_exec {
+        if let Err(err) = setup.apply_limits() {
+            report_and_exit(report, STAGE_SETUP, err.errno, err.step);
         }
     }
-    if got == 0 {
-        return Ok((pid, started));
+    if let Some(limit) = program.address_space {
+        if let Err(errno) = lower_address_space(limit) {
+            report_and_exit(report, STAGE_SETUP, errno, "setrlimit(RLIMIT_AS)");
+        }
     }
-    let _ = sys::wait4(pid, true);
-    let word = |at: usize| {
-        u32::from_le_bytes([report[at], report[at + 1], report[at + 2], report[at + 3]])
+    // SAFETY: sigaction, sigemptyset and sigprocmask are async-signal-safe;
+    // `default` and `empty` are valid, initialised values on this stack.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=program.max_signal {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                // Fails harmlessly for the numbers libc keeps for itself.
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    // Park every source first, so that moving one to its target cannot
+    // overwrite another source.
+    for (slot, (from, _)) in parked.iter_mut().zip(&program.fds) {
+        // SAFETY: fcntl on a descriptor inherited through the clone.
+        *slot = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, PARK_FD) };
+        if *slot < 0 {
+            report_and_exit(report, STAGE_SETUP, errno(), "fcntl(F_DUPFD_CLOEXEC)");
+        }
+    }
+    for (slot, (_, to)) in parked.iter().zip(&program.fds) {
+        // SAFETY: dup2 onto the target clears its close-on-exec flag.
+        if unsafe { libc::dup2(*slot, *to) } < 0 {
+            report_and_exit(report, STAGE_SETUP, errno(), "dup2");
+        }
+    }
+    if let Some(dir) = &program.cwd {
+        // SAFETY: `dir` is a NUL-terminated string built before the clone.
+        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+            report_and_exit(report, STAGE_CHDIR, errno(), "chdir");
+        }
+    }
+    // SAFETY: the path and both NULL-terminated pointer arrays were built
+    // before the clone and outlive this call; execve only returns on failure.
+    unsafe {
+        libc::execve(
+            program.path.as_ptr(),
+            program.argv_ptrs.as_ptr(),
+            program.envp_ptrs.as_ptr(),
+        );
+    }
+    report_and_exit(report, STAGE_EXEC, errno(), "execve")
+}
+
+/// Lowers `RLIMIT_AS` to `limit`, never above an existing hard limit.
+/// Async-signal-safe.
+fn lower_address_space(limit: u64) -> std::result::Result<(), i32> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    let errno = std::io::Error::from_raw_os_error(word(4) as i32);
-    Err(match (word(0), word(4) as i32) {
-        (FAILED_EXEC, libc::ENOENT) => ErrorKind::CommandNotFound {
-            program: program.display.clone(),
+    // SAFETY: `current` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut current) } != 0 {
+        return Err(errno());
+    }
+    let hard = limit.min(current.rlim_max);
+    let new = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: `new` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &new) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Reads the child's report, if it wrote one. Called after the clone
+/// returned, so the child has already called `execve` or exited: whatever it
+/// wrote is in the pipe now.
+fn read_start_failure(read_end: &OwnedFd, program: &Program) -> Option<Error> {
+    if sys::set_nonblocking(read_end.as_fd(), true).is_err() {
+        return None;
+    }
+    let mut buf = [0u8; 128];
+    let mut len = 0;
+    while len < buf.len() {
+        match sys::read(read_end.as_fd(), &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
         }
-        .into(),
-        (FAILED_EXEC, _) => ErrorKind::CommandNotExecutable {
-            program: program.display.clone(),
-            source: errno,
-        }
-        .into(),
-        _ => Error::os("setting up the child", errno),
+    }
+    if len < 5 {
+        return None;
+    }
+    let stage = buf[0];
+    let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    let step = String::from_utf8_lossy(&buf[5..len]).into_owned();
+    let source = io::Error::from_raw_os_error(errno);
+    let program = program.display.clone();
+    Some(match stage {
+        STAGE_EXEC if errno == libc::ENOENT => ErrorKind::CommandNotFound { program }.into(),
+        STAGE_EXEC => ErrorKind::CommandNotExecutable { program, source }.into(),
+        STAGE_CHDIR => Error::os(
+            "changing to the command's working directory",
+            io::Error::new(source.kind(), format!("chdir: {source}")),
+        ),
+        _ => Error::os(
+            "setting up the command's process",
+            io::Error::new(source.kind(), format!("{step}: {source}")),
+        ),
     })
 }
 
@@ -226,78 +472,31 @@ pub fn start_interpreter(
     .with_cgroup(cgroup))
 }
 
-/// The child side of [`start`]. Never returns.
-///
-/// # Safety
-/// Must only be called in the child right after `fork`; `argv` must be a
-/// NULL-terminated array of pointers into `program.argv`.
-unsafe fn exec_child(
-    program: &Program,
-    setup: &ChildSetup,
-    limits_before_exec: bool,
-    argv: &[*const libc::c_char],
-    parked: &mut [RawFd],
-    report_fd: RawFd,
-) -> ! {
-    let fail = |kind: u32, errno: i32| -> ! {
-        let mut report = [0u8; 8];
-        report[..4].copy_from_slice(&kind.to_le_bytes());
-        report[4..].copy_from_slice(&errno.to_le_bytes());
-        let _ = sys::write_all(report_fd, &report);
-        // SAFETY: _exit is async-signal-safe and never returns.
-        unsafe { libc::_exit(127) }
-    };
-    if let Err(err) = setup.apply_early() {
-        fail(FAILED_SETUP, err.errno);
-    }
-    if limits_before_exec {
-        if let Err(err) = setup.apply_limits() {
-            fail(FAILED_SETUP, err.errno);
-        }
-    }
-    // SAFETY: sigset and signal calls are async-signal-safe; SIGKILL and
-    // SIGSTOP cannot be changed and simply fail.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for signal in 1..libc::SIGRTMAX() {
-            libc::signal(signal, libc::SIG_DFL);
-        }
-    }
-    // Park every source first, so that moving one to its target cannot
-    // overwrite another source.
-    for (slot, (from, _)) in parked.iter_mut().zip(&program.fds) {
-        // SAFETY: fcntl on a descriptor inherited through fork.
-        *slot = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, PARK_FD) };
-        if *slot < 0 {
-            fail(FAILED_SETUP, errno());
-        }
-    }
-    for (slot, (_, to)) in parked.iter().zip(&program.fds) {
-        // SAFETY: dup2 onto the target clears its close-on-exec flag.
-        if unsafe { libc::dup2(*slot, *to) } < 0 {
-            fail(FAILED_SETUP, errno());
-        }
-    }
-    // SAFETY: `path` and `argv` are valid and NULL-terminated; on success
-    // execv does not return.
-    unsafe { libc::execv(program.path.as_ptr(), argv.as_ptr()) };
-    fail(FAILED_EXEC, errno())
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn env_with_path(path: &str) -> BTreeMap<OsString, OsString> {
+        BTreeMap::from([(OsString::from("PATH"), OsString::from(path))])
+    }
+
     #[test]
-    fn resolves_programs_in_path() {
-        assert!(resolve(OsStr::new("sh")).is_some());
-        assert!(resolve(OsStr::new("no-such-program-pynisher")).is_none());
+    fn resolves_names_through_path() {
+        let env = env_with_path("/nonexistent:/bin:/usr/bin");
+        let found = resolve_program(OsStr::new("sh"), &env, None).unwrap();
+        assert!(found.ends_with("sh") && found.is_absolute(), "{found:?}");
+        for missing in ["no-such-program-pynisher", ""] {
+            let err = resolve_program(OsStr::new(missing), &env, None).unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::CommandNotFound { .. }),
+                "{err}"
+            );
+        }
+        // A path is used as it is; execve decides.
+        assert_eq!(
+            resolve_program(OsStr::new("./x"), &env, None).unwrap(),
+            PathBuf::from("./x")
+        );
         let err = Program::new("no-such-program-pynisher", &["x"]).unwrap_err();
         assert!(
             matches!(err.kind(), ErrorKind::CommandNotFound { .. }),

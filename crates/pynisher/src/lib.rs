@@ -26,9 +26,11 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod call;
 pub mod cgroup;
 pub mod channel;
 pub mod child;
+pub mod command;
 mod error;
 pub mod exec;
 pub mod fork;
@@ -39,6 +41,8 @@ pub mod supervisor;
 pub mod sys;
 pub mod tree;
 
+pub use call::{call, call_unchecked, call_with, CallOutcome, Failure};
+pub use command::{Command, RunningCommand, Signaller};
 pub use error::{Error, ErrorKind, Result};
 pub use fork::{fork_with, ForkHooks, ForkOptions, NoHooks};
 pub use limits::{

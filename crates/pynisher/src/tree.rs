@@ -198,6 +198,10 @@ impl Tree {
         let started = Instant::now();
         loop {
             let found = self.discover();
+            if found == 0 && self.live_members().next().is_none() {
+                // Nothing but the root: no process to freeze behind.
+                break;
+            }
             self.signal(root_pidfd, libc::SIGSTOP);
             self.wait_stopped();
             let found_after_stop = self.discover();

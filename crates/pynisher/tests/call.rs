@@ -1,0 +1,235 @@
+//! Closures in a forked child under limits.
+//!
+//! The test harness runs each test on a thread of its own, so these tests use
+//! `call_unchecked`; the safe `call` is exercised by the doctests and the
+//! examples, which run single-threaded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alive_with_marker, eventually, marker};
+use pynisher::{
+    call_unchecked, CallOutcome, Exit, Failure, ForkOptions, Limits, MemoryMode, Status,
+};
+use serde::{Deserialize, Serialize};
+
+const SLACK: Duration = Duration::from_secs(1);
+
+fn run<T, F>(limits: &Limits, f: F) -> CallOutcome<T>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+    F: FnOnce() -> T,
+{
+    let options = ForkOptions {
+        name: None,
+        terminate_descendants: true,
+    };
+    // SAFETY: the closures in these tests take no lock that another test
+    // thread could hold (no stdout, no environment, no shared Mutex), and
+    // every test sets a wall-time limit as a backstop.
+    unsafe { call_unchecked(limits, &options, f) }.unwrap()
+}
+
+fn limits() -> Limits {
+    Limits::new().wall_time(Duration::from_secs(20))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Report {
+    name: String,
+    values: Vec<f64>,
+    pid: u32,
+}
+
+#[test]
+fn a_value_comes_back() {
+    let outcome = run(&limits(), || Report {
+        name: "squares".into(),
+        values: (0..5).map(|i| f64::from(i * i)).collect(),
+        pid: std::process::id(),
+    });
+    assert_eq!(outcome.status(), Status::Ok);
+    assert_eq!(outcome.outcome.exit, Some(Exit::Code(0)));
+    let report = outcome.into_result().unwrap();
+    assert_eq!(report.values, [0.0, 1.0, 4.0, 9.0, 16.0]);
+    assert_ne!(report.pid, std::process::id(), "it ran in another process");
+}
+
+#[test]
+fn a_large_value_comes_back() {
+    let outcome = run(&limits(), || vec![7u8; 20 << 20]);
+    let value = outcome.into_result().unwrap();
+    assert_eq!(value.len(), 20 << 20);
+    assert!(value.iter().all(|b| *b == 7));
+}
+
+#[test]
+fn a_panic_comes_back_with_its_message() {
+    let outcome: CallOutcome<u32> = run(&limits(), || panic!("bad input: {}", 42));
+    assert_eq!(outcome.status(), Status::Error);
+    assert_eq!(
+        outcome.result,
+        Err(Failure::Panic {
+            message: "bad input: 42".into()
+        })
+    );
+    assert!(outcome.outcome.detail.contains("bad input: 42"));
+}
+
+#[test]
+fn the_wall_limit_stops_a_sleeping_closure() {
+    let limits = Limits::new()
+        .wall_time(Duration::from_millis(300))
+        .grace_period(Duration::from_millis(500));
+    let started = Instant::now();
+    let outcome = run(&limits, || std::thread::sleep(Duration::from_secs(30)));
+    assert_eq!(outcome.status(), Status::WallTime);
+    let failure = outcome.result.as_ref().unwrap_err();
+    assert_eq!(failure.limit(), Some(Status::WallTime));
+    assert!(failure.to_string().contains("wall-time"), "{failure}");
+    assert!(started.elapsed() < Duration::from_millis(800) + SLACK);
+}
+
+#[test]
+fn the_cpu_limit_stops_a_spinning_closure() {
+    let limits = Limits::new()
+        .cpu_time(Duration::from_millis(400))
+        .wall_time(Duration::from_secs(20));
+    let started = Instant::now();
+    let outcome = run(&limits, || {
+        let mut x = 0u64;
+        for i in 0u64.. {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        x
+    });
+    assert_eq!(outcome.status(), Status::CpuTime, "{:?}", outcome.outcome);
+    assert!(matches!(
+        outcome.result,
+        Err(Failure::Limit {
+            status: Status::CpuTime,
+            ..
+        })
+    ));
+    assert!(outcome.usage().cpu_time() >= Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_millis(400) + limits.grace_period + SLACK + SLACK);
+}
+
+#[test]
+fn a_failed_allocation_is_a_memory_limit() {
+    let limits = Limits::new()
+        .memory(64 << 20)
+        .wall_time(Duration::from_secs(20));
+    let outcome = run(&limits, || vec![1u8; 4 << 30].len());
+    assert_eq!(outcome.status(), Status::Memory, "{:?}", outcome.outcome);
+    assert_eq!(
+        outcome.result.as_ref().unwrap_err().limit(),
+        Some(Status::Memory)
+    );
+    // Within the headroom, allocating works.
+    let outcome = run(&limits, || vec![1u8; 16 << 20].len());
+    assert_eq!(outcome.into_result(), Ok(16 << 20));
+}
+
+#[test]
+fn the_resident_limit_stops_a_growing_closure() {
+    let limits = Limits::new()
+        .memory(100 << 20)
+        .memory_mode(MemoryMode::Resident)
+        .wall_time(Duration::from_secs(20));
+    let outcome = run(&limits, || {
+        let mut chunks = Vec::new();
+        for _ in 0..40 {
+            chunks.push(vec![3u8; 10 << 20]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        chunks.len()
+    });
+    assert_eq!(outcome.status(), Status::Memory, "{:?}", outcome.outcome);
+}
+
+#[test]
+fn a_crash_names_the_signal() {
+    let outcome: CallOutcome<()> = run(&limits(), || {
+        // SAFETY: raising a signal in the child only ends the child. (Not
+        // SIGSEGV: Rust's own handler ignores a raised one.)
+        unsafe { libc::raise(libc::SIGUSR1) };
+    });
+    assert_eq!(outcome.status(), Status::Crashed);
+    match outcome.result {
+        Err(Failure::Crashed { exit, detail }) => {
+            assert_eq!(exit, Some(Exit::Signal(libc::SIGUSR1)));
+            assert!(detail.contains("SIGUSR1"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let outcome: CallOutcome<()> = run(&limits(), || std::process::exit(3));
+    assert!(matches!(
+        outcome.result,
+        Err(Failure::Crashed {
+            exit: Some(Exit::Code(3)),
+            ..
+        })
+    ));
+}
+
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this type refuses to be encoded"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
+
+#[test]
+fn a_value_that_cannot_be_encoded_is_reported() {
+    let outcome = run(&limits(), || Unencodable);
+    assert_eq!(outcome.status(), Status::Error);
+    match outcome.result {
+        Err(Failure::Encoding { message }) => {
+            // postcard does not keep a custom error's text.
+            assert!(message.contains("encoding the value"), "{message}")
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("encoded"),
+    }
+}
+
+#[test]
+fn processes_the_closure_starts_do_not_survive() {
+    let marker = marker();
+    let outcome = run(&limits(), || {
+        // Left running on purpose: the call must kill it.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("setsid")
+            .args(["sleep", &marker])
+            .spawn()
+            .unwrap();
+        child.id()
+    });
+    let pid = outcome.into_result().unwrap() as i32;
+    assert!(eventually(Duration::from_secs(2), || !alive_with_marker(
+        pid, &marker
+    )));
+}
+
+#[test]
+fn the_safe_call_refuses_a_multi_threaded_process() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || rx.recv());
+    let err = pynisher::call(&limits(), || 1).unwrap_err();
+    assert!(
+        matches!(err.kind(), pynisher::ErrorKind::MultiThreaded { threads: Some(n) } if *n >= 2),
+        "{err}"
+    );
+    drop(tx);
+    let _ = other.join();
+}
