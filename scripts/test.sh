@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 step() { printf '\n== %s\n' "$*"; }
 
 step "installing test tools"
-"$PYTHON" -m pip install --quiet --upgrade "maturin>=1.5,<2" "pytest>=7" ruff mypy numpy cloudpickle
+"$PYTHON" -m pip install --quiet --upgrade "maturin>=1.5,<2" "pytest>=7" ruff mypy numpy cloudpickle distributed
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest unavailable; using cargo test"
@@ -23,6 +23,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
+"$PYTHON" -m mypy   # strict: the package and tests/typing_check.py
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

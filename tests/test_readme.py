@@ -1,4 +1,4 @@
-"""Every Python example in the README runs as pasted."""
+"""Every Python example in the README and in docs/ runs as pasted."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [
+    block
+    for document in DOCUMENTS
+    for block in re.findall(r"```python\n(.*?)```", document.read_text(), flags=re.S)
+]
 
 
 def test_readme_has_examples() -> None:
-    assert len(BLOCKS) >= 5
+    assert len(BLOCKS) >= 10
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))

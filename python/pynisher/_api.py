@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import multiprocessing.context
 import os
 import pickle
 import sys
 import warnings as _warnings
 from collections.abc import Sequence
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Generic, Literal, Optional, Protocol, TypeVar, Union, overload
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -62,12 +61,19 @@ EMPTY = _Empty()
 WrapErrors = Union[bool, Sequence[Any], dict[str, Sequence[Any]]]
 
 
+def _is_multiprocessing_context(context: Any) -> bool:
+    # Imported here, not at the top: it costs a spawned child tens of ms.
+    import multiprocessing.context
+
+    return isinstance(context, multiprocessing.context.BaseContext)
+
+
 def _resolve_context(context: Any) -> str:
     if context is None:
         return "fork"
     if isinstance(context, str):
         method = context
-    elif isinstance(context, multiprocessing.context.BaseContext):
+    elif _is_multiprocessing_context(context):
         method = context.get_start_method()
     else:
         raise ValueError(
@@ -264,6 +270,12 @@ class Pynisher(Generic[P, T]):
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[T]:
         """Run the call and return its :class:`Outcome`; never raises for its failure."""
+        return self._run(args, kwargs)
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], cancel: Any = None) -> Outcome[T]:
+        """`run`, plus ``cancel``: an object whose ``is_set()`` the supervisor
+        polls; once it is true the tree is killed and
+        `concurrent.futures.CancelledError` raised."""
         memory_limited = self._limits.memory is not None
         name = self.name or _callable_name(self.func)
         if self.context == "fork":
@@ -274,6 +286,7 @@ class Pynisher(Generic[P, T]):
                 name=name,
                 terminate_child_processes=self.terminate_child_processes,
                 forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                cancel=cancel,
             )
         else:
             request = _spawn.build_request(
@@ -293,12 +306,13 @@ class Pynisher(Generic[P, T]):
                     name=name,
                     terminate_child_processes=self.terminate_child_processes,
                     forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                    cancel=cancel,
                 )
             else:
-                raw = self._run_forkserver(request)
+                raw = self._run_forkserver(request, cancel)
         return self._outcome(raw)
 
-    def _run_forkserver(self, request: bytes) -> Any:
+    def _run_forkserver(self, request: bytes, cancel: Any) -> Any:
         # A server that died between calls is replaced once; the call had not
         # started, so retrying it is safe.
         for attempt in range(2):
@@ -310,6 +324,7 @@ class Pynisher(Generic[P, T]):
                     self._limits,
                     terminate_child_processes=self.terminate_child_processes,
                     forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                    cancel=cancel,
                 )
             except ForkServerError:
                 _forkserver.discard(server)
@@ -440,6 +455,31 @@ def _decorate(func: Callable[P, T], options: dict[str, Any]) -> Callable[P, T]:
     return wrapper
 
 
+class _Decorator(Protocol):
+    """What ``@limit(**options)`` and ``@restricted(**options)`` return: a
+    decorator that keeps the function's parameters and return type."""
+
+    def __call__(self, func: Callable[P, T], /) -> Callable[P, T]: ...
+
+
+class _OptionalDecorator(Protocol):
+    """The same with ``raises=False``: a failed call returns ``None``."""
+
+    def __call__(self, func: Callable[P, T], /) -> Callable[P, Optional[T]]: ...
+
+
+@overload
+def limit(
+    func: Callable[P, T], /, *, raises: Literal[False], **options: Any
+) -> Pynisher[P, Optional[T]]: ...
+@overload
+def limit(func: Callable[P, T], /, **options: Any) -> Pynisher[P, T]: ...
+@overload
+def limit(
+    func: None = None, /, *, raises: Literal[False], **options: Any
+) -> _OptionalDecorator: ...
+@overload
+def limit(func: None = None, /, **options: Any) -> _Decorator: ...
 def limit(func: Optional[Callable[P, T]] = None, /, **options: Any) -> Any:
     """``limit(f, **options)`` returns a :class:`Pynisher` (the pynisher 1.0 form);
     ``@limit(**options)`` decorates a function."""
@@ -448,9 +488,13 @@ def limit(func: Optional[Callable[P, T]] = None, /, **options: Any) -> Any:
     return Pynisher(func, **options)
 
 
-def restricted(**options: Any) -> Callable[[Callable[P, T]], Callable[P, T]]:
+@overload
+def restricted(*, raises: Literal[False], **options: Any) -> _OptionalDecorator: ...
+@overload
+def restricted(**options: Any) -> _Decorator: ...
+def restricted(**options: Any) -> Any:
     """The pynisher 1.0 decorator: ``@restricted(wall_time=1)``."""
-    return functools.partial(_decorate, options=options)  # type: ignore[return-value]
+    return functools.partial(_decorate, options=options)
 
 
 _SUPPORT_ALIASES = {"walltime": "wall_time", "cputime": "cpu_time"}

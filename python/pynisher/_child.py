@@ -10,13 +10,12 @@ itself cannot be pickled or unpickled.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import io
 import pickle
 import struct
 import sys
 import traceback
+import types
 from typing import Any, Callable, Optional
 
 _U64 = struct.Struct("<Q")
@@ -50,44 +49,63 @@ def function_key(func: Callable[..., Any]) -> tuple[Any, Any]:
 
 child_state = _ChildState()
 
-
-# Bytes objects at least this large travel out-of-band like numpy arrays:
-# written straight from the object into the result channel instead of being
-# copied into the pickle stream first.
-_OUT_OF_BAND_BYTES = 1 << 20
-
-
-class _Pickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is bytes and len(obj) >= _OUT_OF_BAND_BYTES:
-            return bytes, (pickle.PickleBuffer(obj),)
-        return NotImplemented
-
-
-def encode_value(value: Any) -> list[Any]:
-    buffers: list[pickle.PickleBuffer] = []
-    stream = io.BytesIO()
-    _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
-    main = stream.getbuffer()
-    raws = [buffer.raw() for buffer in buffers]
-    lengths = [main.nbytes, *(raw.nbytes for raw in raws)]
-    header = struct.pack(f"<{len(lengths) + 1}Q", len(raws), *lengths)
-    return [header, main, *raws]
-
-
-def decode_value(payload: Any) -> Any:
-    view = memoryview(payload)
-    (count,) = _U64.unpack_from(view, 0)
-    lengths = struct.unpack_from(f"<{count + 1}Q", view, _U64.size)
-    offset = _U64.size * (count + 2)
-    parts = []
-    for length in lengths:
-        parts.append(view[offset : offset + length])
-        offset += length
-    return pickle.loads(parts[0], buffers=parts[1:])
-
-
+# What the child printed to redirected stdout and stderr, if they were.
 Streams = tuple[Optional[str], Optional[str]]
+
+# A returned bytes object at least this large travels out-of-band like a
+# numpy array: written straight from the object into the result channel
+# instead of being copied into the pickle stream first. (Pickle offers no
+# hook for nested bytes objects that would not slow every other object down.)
+_OUT_OF_BAND_BYTES = 1 << 20
+# The first header word holds the buffer count, and this flag when the value
+# is such a bytes object (its one buffer is the value itself).
+_RAW_BYTES = 1 << 32
+
+
+def encode_value(value: Any, streams: Streams = (None, None)) -> list[Any]:
+    """Encode a return value (and captured output) as frame parts:
+    a header of lengths, the pickle, then the out-of-band buffers."""
+    buffers: list[Any] = []
+    if type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES:
+        main = pickle.dumps(streams, protocol=5)
+        buffers.append(memoryview(value))
+        flags = _RAW_BYTES
+    else:
+        pickled: list[pickle.PickleBuffer] = []
+        main = pickle.dumps((value, streams), protocol=5, buffer_callback=pickled.append)
+        buffers.extend(buffer.raw() for buffer in pickled)
+        flags = 0
+    lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
+    header = struct.pack(f"<{len(lengths) + 1}Q", len(buffers) | flags, *lengths)
+    return [header, main, *buffers]
+
+
+def decode_value(payload: Any) -> tuple[Any, Optional[Streams]]:
+    """Decode what :func:`encode_value` encoded: ``(value, streams)``.
+
+    ``payload`` is the core's `Payload`. Out-of-band buffers (numpy arrays)
+    are slices of a private, writable mapping of the result: not copied at
+    all. The pickle itself and a large returned bytes object are read once,
+    straight into the bytes object that keeps them.
+    """
+    (first,) = _U64.unpack(payload.read(0, _U64.size))
+    count = first & (_RAW_BYTES - 1)
+    lengths = struct.unpack(f"<{count + 1}Q", payload.read(_U64.size, _U64.size * (count + 1)))
+    offset = _U64.size * (count + 2)
+    main = payload.read(offset, lengths[0])
+    offset += lengths[0]
+    if first & _RAW_BYTES:
+        return payload.read(offset, lengths[1]), pickle.loads(main)
+    mapped = memoryview(payload) if payload.mappable and count else None
+    buffers = []
+    for length in lengths[1:]:
+        if mapped is not None:
+            buffers.append(mapped[offset : offset + length])
+        else:
+            buffers.append(payload.read(offset, length, writable=True))
+        offset += length
+    value, streams = pickle.loads(main, buffers=buffers)
+    return value, streams
 
 
 def encode_error(
@@ -116,10 +134,12 @@ def encode_error(
     return [pickle.dumps(info, protocol=5)]
 
 
-def decode_error(payload: Optional[bytearray]) -> Optional[dict[str, Any]]:
-    if not payload:
+def decode_error(payload: Any) -> Optional[dict[str, Any]]:
+    """Decode what :func:`encode_error` encoded; None for an empty payload
+    (the child ran out of memory even for the report)."""
+    if payload is None or len(payload) == 0:
         return None
-    info: dict[str, Any] = pickle.loads(payload)
+    info: dict[str, Any] = pickle.loads(payload.read(0, len(payload)))
     return info
 
 
@@ -190,9 +210,11 @@ def make_body(
             capture = _Capture()
             try:
                 value = func(*args, **kwargs)
-                if inspect.iscoroutine(value):
+                if isinstance(value, types.CoroutineType):
                     # A coroutine function is awaited in the child, on a
                     # fresh event loop, under the same limits.
+                    import asyncio
+
                     value = asyncio.run(value)
             except BaseException as exc:
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
@@ -200,7 +222,7 @@ def make_body(
                 exc.__traceback__ = None
                 return tag, encode_error(exc, tb, streams=capture.text())
             try:
-                return "value", encode_value((value, capture.text()))
+                return "value", encode_value(value, capture.text())
             except MemoryError:
                 raise
             except BaseException as exc:

@@ -26,6 +26,10 @@ class MemoryLimitException(PynisherException, MemoryError):
     while a memory limit is set becomes this exception.
     """
 
+    # MemoryError.__new__ refuses subclasses built through it by code that
+    # calls ``cls.__new__`` directly (tblib, and so Dask); Exception's works.
+    __new__ = Exception.__new__  # type: ignore[assignment]
+
 
 class ForkServerError(PynisherException):
     """The forkserver is gone or did not answer; the call did not start."""

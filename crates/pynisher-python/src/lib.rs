@@ -13,7 +13,7 @@ use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use pynisher::channel::{Sender, Tag};
+use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
 use pynisher::forkserver::ForkServer;
@@ -206,7 +206,108 @@ struct RawOutcome {
     peak_memory: u64,
     /// "value", "error" or "memory" when the child sent a frame, else None.
     frame: Option<&'static str>,
-    payload: Option<Py<PyByteArray>>,
+    payload: Option<Py<PayloadPy>>,
+}
+
+/// The bytes of a result frame. A large payload stays in the memfd the
+/// child wrote it into: `read` copies a range straight into a new `bytes`
+/// (one kernel copy), and `memoryview(payload)` exports a private, writable
+/// mapping of it without any copy, so numpy arrays in a result are built in
+/// place. Small payloads are inline and only support `read`.
+#[pyclass(name = "Payload", module = "pynisher._core", frozen)]
+struct PayloadPy {
+    payload: Payload,
+    mapping: std::sync::OnceLock<pynisher::channel::Mapping>,
+}
+
+#[pymethods]
+impl PayloadPy {
+    fn __len__(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether `memoryview(payload)` works (the payload is in a memfd).
+    #[getter]
+    fn mappable(&self) -> bool {
+        matches!(self.payload, Payload::Memfd { .. })
+    }
+
+    /// `length` bytes from `offset`, as `bytes`, or as a `bytearray` with
+    /// `writable=True`.
+    #[pyo3(signature = (offset, length, *, writable=false))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        offset: usize,
+        length: usize,
+        writable: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fill = |buf: &mut [u8]| {
+            self.payload
+                .read_at(offset, buf)
+                .map_err(|e| PynisherException::new_err(format!("reading the result: {e}")))
+        };
+        if writable {
+            return Ok(PyByteArray::new_with(py, length, fill)?.into_any());
+        }
+        // An uninitialised bytes object, filled by one `pread`: zeroing a
+        // gigabyte first (as `PyBytes::new_with` does) would double the work.
+        let len = pyo3::ffi::Py_ssize_t::try_from(length)
+            .map_err(|_| PyValueError::new_err("length: too large"))?;
+        // SAFETY: a NULL source asks CPython for an uninitialised buffer of
+        // `len` bytes; the result is checked for NULL (an error is set then).
+        let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+        // SAFETY: `raw` is a new reference or NULL with an exception set.
+        let bytes = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
+        // SAFETY: the object was just created with `length` writable bytes
+        // that nobody else can see yet.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), length)
+        };
+        fill(buf)?;
+        Ok(bytes)
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `view`.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let mapping = match this.mapping.get() {
+            Some(mapping) => mapping,
+            None => {
+                let mapped = this
+                    .payload
+                    .map()
+                    .map_err(|e| PynisherException::new_err(format!("mapping the result: {e}")))?
+                    .ok_or_else(|| {
+                        PyValueError::new_err("an inline payload cannot be mapped; use read()")
+                    })?;
+                this.mapping.get_or_init(|| mapped)
+            }
+        };
+        // SAFETY: the mapping holds `len` writable bytes at a fixed address
+        // for as long as this object lives, and the view keeps the object
+        // alive (FillInfo takes a reference to it). Rust never reads or
+        // writes the mapping itself.
+        let ret = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                mapping.as_ptr().cast(),
+                mapping.len() as pyo3::ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if ret != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
 }
 
 /// Frame tags as the Python child names them.
@@ -284,7 +385,7 @@ fn run_body(py: Python<'_>, body: &Py<PyAny>, sender: &mut Sender) {
 /// with the GIL released. Ctrl-C (any pending Python signal) kills the tree
 /// and raises in the caller.
 #[pyfunction]
-#[pyo3(signature = (body, limits, *, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+#[pyo3(signature = (body, limits, *, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
 fn run_fork(
     py: Python<'_>,
     body: Py<PyAny>,
@@ -292,6 +393,7 @@ fn run_fork(
     name: Option<String>,
     terminate_child_processes: bool,
     forceful_keyboard_interrupt: bool,
+    cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
     let options = ForkOptions {
         name,
@@ -305,14 +407,16 @@ fn run_fork(
         })
     }
     .map_err(to_py_err)?;
-    supervise(py, running, forceful_keyboard_interrupt)
+    supervise(py, running, forceful_keyboard_interrupt, cancel)
 }
 
 /// Starts a fresh interpreter with `argv`, hands it `request` (read from
 /// descriptor `REQUEST_FD`) and the result channel, and supervises it with
 /// the GIL released. The interpreter applies the limits itself after start-up.
 #[pyfunction]
-#[pyo3(signature = (request, limits, *, argv, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+#[pyo3(signature = (request, limits, *, argv, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
+// The arguments are the Python function's keyword arguments, one for one.
+#[allow(clippy::too_many_arguments)]
 fn run_spawn(
     py: Python<'_>,
     request: &[u8],
@@ -321,6 +425,7 @@ fn run_spawn(
     name: Option<String>,
     terminate_child_processes: bool,
     forceful_keyboard_interrupt: bool,
+    cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
     let (program, args) = argv
         .split_first()
@@ -336,7 +441,7 @@ fn run_spawn(
     let running =
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
     drop(request_fd);
-    supervise(py, running, forceful_keyboard_interrupt)
+    supervise(py, running, forceful_keyboard_interrupt, cancel)
 }
 
 /// Writes `request` into a fresh memfd for a child to read.
@@ -378,7 +483,7 @@ impl ForkServerPy {
 /// released. Raises `ForkServerError` if the server is gone before the call
 /// started (it is then safe to retry with a new server).
 #[pyfunction]
-#[pyo3(signature = (server, request, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true))]
+#[pyo3(signature = (server, request, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
 fn run_forkserver(
     py: Python<'_>,
     server: &ForkServerPy,
@@ -386,6 +491,7 @@ fn run_forkserver(
     limits: &LimitsPy,
     terminate_child_processes: bool,
     forceful_keyboard_interrupt: bool,
+    cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
     let request = request_memfd(request)?;
     let running = server
@@ -393,7 +499,7 @@ fn run_forkserver(
         .start_call(&request, &limits.0, terminate_child_processes)
         .map_err(to_py_err)?;
     drop(request);
-    supervise(py, running, forceful_keyboard_interrupt)
+    supervise(py, running, forceful_keyboard_interrupt, cancel)
 }
 
 /// The forkserver's main loop: forks a child per call, which runs
@@ -425,16 +531,34 @@ fn cgroup_v2_unavailable() -> Option<String> {
 
 /// Waits for the call with the GIL released, checking Python signals, and
 /// converts the outcome.
+///
+/// `cancel`, if given, is polled with `cancel.is_set()` on the same tick as
+/// the signals (every 50 ms); once it is set the tree is killed and
+/// `concurrent.futures.CancelledError` raised.
 fn supervise(
     py: Python<'_>,
     mut running: Supervised,
     forceful_keyboard_interrupt: bool,
+    cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
     // Without the forceful option the tree first gets SIGINT, as a terminal's
     // Ctrl-C would deliver, and the grace period to act on it.
     running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
+    let check = || {
+        Python::attach(|py| {
+            py.check_signals()?;
+            if let Some(cancel) = &cancel {
+                if cancel.call_method0(py, "is_set")?.is_truthy(py)? {
+                    let cancelled = py.import("concurrent.futures")?.getattr("CancelledError")?;
+                    let message = "the call was cancelled; its process tree was killed";
+                    return Err(PyErr::from_value(cancelled.call1((message,))?));
+                }
+            }
+            Ok(())
+        })
+    };
     let finished = py
-        .detach(|| running.wait_with(|| Python::attach(|py| py.check_signals())))
+        .detach(|| running.wait_with(check))
         .map_err(|stop| match stop {
             Stop::Interrupted(err) => err,
             Stop::Failed(err) => to_py_err(err),
@@ -446,7 +570,13 @@ fn supervise(
                 .iter()
                 .find(|(_, t)| *t == frame.tag)
                 .map(|(name, _)| *name),
-            Some(PyByteArray::new(py, &frame.payload).unbind()),
+            Some(Py::new(
+                py,
+                PayloadPy {
+                    payload: frame.payload,
+                    mapping: std::sync::OnceLock::new(),
+                },
+            )?),
         ),
         None => (None, None),
     };
@@ -538,6 +668,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LimitsPy>()?;
     m.add_class::<RawOutcome>()?;
     m.add_class::<ChildChannel>()?;
+    m.add_class::<PayloadPy>()?;
     m.add_class::<ForkServerPy>()?;
     m.add_function(wrap_pyfunction!(run_forkserver, m)?)?;
     m.add_function(wrap_pyfunction!(cgroup_v2_unavailable, m)?)?;

@@ -420,12 +420,14 @@ fn decode<T: DeserializeOwned>(
     }
     let result = match (outcome.status, frame) {
         (Status::Ok, Some(frame)) if frame.tag == Tag::Value => {
-            postcard::from_bytes::<T>(&frame.payload).map_err(|err| Failure::Encoding {
+            let bytes = frame.payload.into_vec().unwrap_or_default();
+            postcard::from_bytes::<T>(&bytes).map_err(|err| Failure::Encoding {
                 message: format!("decoding the value: {err}"),
             })
         }
         (Status::Error, Some(frame)) if frame.tag == Tag::Error => {
-            match postcard::from_bytes::<ChildError>(&frame.payload) {
+            let bytes = frame.payload.into_vec().unwrap_or_default();
+            match postcard::from_bytes::<ChildError>(&bytes) {
                 Ok(ChildError::Panic(message)) => Err(Failure::Panic { message }),
                 Ok(ChildError::Encoding(message)) => Err(Failure::Encoding {
                     message: format!("encoding the value: {message}"),
@@ -468,6 +470,7 @@ fn thread_count() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::Payload;
 
     fn outcome(status: Status) -> Outcome {
         Outcome {
@@ -482,7 +485,7 @@ mod tests {
     fn decodes_values_and_errors() {
         let frame = Frame {
             tag: Tag::Value,
-            payload: postcard::to_allocvec(&(7u32, "x".to_owned())).unwrap(),
+            payload: Payload::Inline(postcard::to_allocvec(&(7u32, "x".to_owned())).unwrap()),
         };
         let call: CallOutcome<(u32, String)> =
             decode(&Limits::new(), outcome(Status::Ok), Some(frame));
@@ -490,7 +493,7 @@ mod tests {
 
         let frame = Frame {
             tag: Tag::Error,
-            payload: error_payload(ChildError::Panic("boom".into())),
+            payload: Payload::Inline(error_payload(ChildError::Panic("boom".into()))),
         };
         let call: CallOutcome<u8> = decode(&Limits::new(), outcome(Status::Error), Some(frame));
         assert_eq!(
@@ -506,7 +509,7 @@ mod tests {
     fn a_value_that_does_not_decode_is_an_error() {
         let frame = Frame {
             tag: Tag::Value,
-            payload: vec![0xff; 3],
+            payload: Payload::Inline(vec![0xff; 3]),
         };
         let call: CallOutcome<String> = decode(&Limits::new(), outcome(Status::Ok), Some(frame));
         assert!(matches!(call.result, Err(Failure::Encoding { .. })));

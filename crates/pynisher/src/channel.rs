@@ -62,10 +62,147 @@ impl Tag {
 }
 
 /// A complete frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Frame {
     pub tag: Tag,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// The bytes of a frame: inline from the pipe, or still in the memfd the
+/// child wrote a large payload into. A large payload is read straight into
+/// its final buffer with [`Payload::read_at`]: one kernel copy, no mapping
+/// (page faults on a shared-memory mapping cost more than the copy).
+#[derive(Debug)]
+pub enum Payload {
+    Inline(Vec<u8>),
+    Memfd { fd: OwnedFd, len: usize },
+}
+
+impl Payload {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Inline(bytes) => bytes.len(),
+            Payload::Memfd { len, .. } => *len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` with the bytes at `offset`.
+    ///
+    /// # Errors
+    /// The range is outside the payload, or reading the memfd failed.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len())
+            .filter(|end| *end <= self.len())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "range outside the payload")
+            })?;
+        match self {
+            Payload::Inline(bytes) => buf.copy_from_slice(&bytes[offset..end]),
+            Payload::Memfd { fd, .. } => {
+                if sys::pread_full(fd.as_fd(), buf, offset as u64)? != buf.len() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a memfd payload privately (copy-on-write): reading it costs only
+    /// cheap page faults on pages the child wrote, and writing to it never
+    /// touches the memfd. `None` for an inline payload.
+    ///
+    /// # Errors
+    /// `mmap` failed.
+    pub fn map(&self) -> io::Result<Option<Mapping>> {
+        match self {
+            Payload::Inline(_) => Ok(None),
+            Payload::Memfd { fd, len } => Mapping::new(fd.as_fd(), *len).map(Some),
+        }
+    }
+
+    /// All of it as a vector.
+    ///
+    /// # Errors
+    /// Reading the memfd failed.
+    pub fn into_vec(self) -> io::Result<Vec<u8>> {
+        match self {
+            Payload::Inline(bytes) => Ok(bytes),
+            memfd => {
+                let mut bytes = vec![0u8; memfd.len()];
+                memfd.read_at(0, &mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// A private, writable mapping of a memfd payload; see [`Payload::map`].
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is memory owned by this value alone; nothing else
+// aliases it, so it may move to and be shared with other threads like a
+// Vec<u8>.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty payload"));
+        }
+        // SAFETY: a fresh private mapping of `len` bytes of a file we hold;
+        // the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The start of the mapping: `len` readable and writable bytes that stay
+    /// at this address until the mapping is dropped.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a mapping is never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `Mapping::new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }
 
 /// The child's end: writes exactly one frame. Every method is
@@ -327,27 +464,30 @@ impl Receiver {
         Ok((tag, len as usize, in_memfd))
     }
 
-    /// Takes the complete frame, reading a large payload from the memfd.
+    /// Takes the complete frame. A large payload stays in the memfd until it
+    /// is read.
     ///
     /// # Errors
-    /// The memfd could not be read, or holds fewer bytes than announced.
+    /// The memfd holds fewer bytes than announced.
     pub fn take_frame(&mut self) -> io::Result<Option<Frame>> {
         let (Received::Complete(tag), Some((_, len, in_memfd))) = (&self.state, self.header) else {
             return Ok(None);
         };
         let tag = *tag;
         let payload = if in_memfd {
-            let mut payload = vec![0u8; len];
-            let read = sys::pread_full(self.memfd.as_fd(), &mut payload, 0)?;
-            if read != len {
+            let size = sys::file_size(self.memfd.as_fd())?;
+            if (size as usize) < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("result shorter than announced: {read} of {len} bytes"),
+                    format!("result shorter than announced: {size} of {len} bytes"),
                 ));
             }
-            payload
+            Payload::Memfd {
+                fd: self.memfd.try_clone()?,
+                len,
+            }
         } else {
-            self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec()
+            Payload::Inline(self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec())
         };
         self.buffer = Vec::new();
         Ok(Some(Frame { tag, payload }))
@@ -386,11 +526,20 @@ mod tests {
     #[test]
     fn small_and_large_payloads_round_trip() {
         let frame = roundtrip(Tag::Value, &[b"hello ", b"world"]);
-        assert_eq!(frame.payload, b"hello world");
+        assert_eq!(frame.payload.into_vec().unwrap(), b"hello world");
         let big = vec![7u8; 5 << 20];
         let frame = roundtrip(Tag::Error, &[&big[..1000], &big[1000..]]);
         assert_eq!(frame.tag, Tag::Error);
-        assert_eq!(frame.payload, big);
+        assert!(matches!(frame.payload, Payload::Memfd { .. }));
+        let mut middle = [0u8; 4];
+        frame.payload.read_at(1_000_000, &mut middle).unwrap();
+        assert_eq!(middle, [7; 4]);
+        assert!(frame.payload.read_at(big.len() - 2, &mut middle).is_err());
+        let mapping = frame.payload.map().unwrap().unwrap();
+        // SAFETY: the mapping holds `len` readable bytes while it lives.
+        let mapped = unsafe { std::slice::from_raw_parts(mapping.as_ptr(), mapping.len()) };
+        assert_eq!(mapped, &big[..]);
+        assert_eq!(frame.payload.into_vec().unwrap(), big);
         let frame = roundtrip(Tag::OutOfMemory, &[]);
         assert!(frame.payload.is_empty());
     }
@@ -409,7 +558,15 @@ mod tests {
         assert_eq!(rx.state(), &Received::Pending);
         tx.send(Tag::Value, &[b"42"]).unwrap();
         rx.pump();
-        assert_eq!(rx.take_frame().unwrap().unwrap().payload, b"42");
+        assert_eq!(
+            rx.take_frame()
+                .unwrap()
+                .unwrap()
+                .payload
+                .into_vec()
+                .unwrap(),
+            b"42"
+        );
     }
 
     #[test]

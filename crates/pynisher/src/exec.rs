@@ -4,10 +4,12 @@
 //! Everything the child needs is built first, in the caller: the argument and
 //! environment arrays, the program's path (searched in `PATH`), the
 //! descriptor plan and a close-on-exec pipe for reporting a failure. The child
-//! is then created with `clone(CLONE_VFORK)`: a copy of the caller, like
-//! `fork`, except that the calling thread waits until the child has called
-//! `execve` or exited. Between the two the child only makes async-signal-safe
-//! system calls on memory that already exists:
+//! is then created with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
+//! does: it shares the caller's memory (so no page table is copied, and a
+//! huge caller starts a program as fast as a small one) but runs on a stack
+//! of its own, and the calling thread waits until the child has called
+//! `execve` or exited. Between the two the child only makes
+//! async-signal-safe system calls on memory that already exists:
 //!
 //! 1. [`ChildSetup::apply_early`] (own process group, parent-death signal,
 //!    subreaper, the call's cgroup), and [`ChildSetup::apply_limits`] too if
@@ -244,30 +246,45 @@ pub fn start(
 ) -> Result<(Pid, Instant)> {
     let (read_end, write_end) = sys::pipe().map_err(|e| Error::os("creating a pipe", e))?;
     let mut parked: Vec<RawFd> = vec![-1; program.fds.len()];
-    let flags = (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong;
-    // The raw system call takes the flags first and the new stack second,
-    // except on s390x; the stack is null (the child runs on its copy of this
-    // one) and so are the other arguments.
-    #[cfg(not(target_arch = "s390x"))]
-    let (first, second): (libc::c_ulong, libc::c_ulong) = (flags, 0);
-    #[cfg(target_arch = "s390x")]
-    let (first, second): (libc::c_ulong, libc::c_ulong) = (0, flags);
+    let mut args = ChildArgs {
+        program,
+        setup,
+        limits_before_exec,
+        parked: &mut parked,
+        report: write_end.as_raw_fd(),
+    };
+    let stack = ChildStack::new().map_err(|e| Error::os("allocating the child's stack", e))?;
+    // Block every signal around the clone: the child shares this memory until
+    // it execs, so no handler of the caller may run in it. It resets every
+    // disposition and then sets its own mask.
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
+    // only reads `all` and writes `previous`.
+    let previous = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        previous
+    };
     let started = Instant::now();
-    // SAFETY: without CLONE_VM the child gets its own copy of the address
-    // space, exactly as with fork(2), and every pointer argument is null.
-    // CLONE_VFORK only suspends this thread until the child has called
-    // execve or exited. The child runs `exec_child`, which makes only
-    // async-signal-safe system calls on memory prepared above.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, first, second, 0usize, 0usize, 0usize) };
-    if pid == 0 {
-        exec_child(
-            program,
-            setup,
-            limits_before_exec,
-            &mut parked,
-            write_end.as_raw_fd(),
-        );
-    }
+    // SAFETY: CLONE_VM | CLONE_VFORK is what posix_spawn does: the child
+    // shares this address space but runs on its own stack, and this thread
+    // is suspended until the child has called execve or exited, so nothing
+    // here changes under it. The child runs `child_entry`, which makes only
+    // async-signal-safe system calls on memory prepared above (writing only
+    // to `parked` and its own stack). No page table is copied, so starting
+    // a program costs the same from a small or a huge caller.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of_mut!(args).cast(),
+        )
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    drop(stack);
     if pid < 0 {
         return Err(Error::last_os("clone"));
     }
@@ -297,6 +314,74 @@ fn report_and_exit(fd: RawFd, stage: u8, errno: i32, step: &str) -> ! {
 
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// What the child needs, handed to [`child_entry`] through `clone`.
+struct ChildArgs<'a> {
+    program: &'a Program,
+    setup: &'a ChildSetup,
+    limits_before_exec: bool,
+    parked: &'a mut [RawFd],
+    report: RawFd,
+}
+
+/// The child's own stack: with `CLONE_VM` it must not run on the caller's.
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    /// Enough for `exec_child`, which keeps only small buffers on the stack.
+    const SIZE: usize = 256 * 1024;
+
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: a fresh anonymous private mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ChildStack { base })
+    }
+
+    /// The initial stack pointer: stacks grow down on every Linux target
+    /// pynisher builds for.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is where a
+        // downward-growing stack starts.
+        unsafe { self.base.cast::<u8>().add(Self::SIZE).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; the child has
+        // exec'd or exited by now (CLONE_VFORK), so nothing runs on it.
+        unsafe { libc::munmap(self.base, Self::SIZE) };
+    }
+}
+
+/// The child's entry point on its own stack.
+extern "C" fn child_entry(args: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `args` is the `ChildArgs` that `start` passed to clone; it
+    // lives on the caller's stack, which is intact while the caller is
+    // suspended by CLONE_VFORK.
+    let args = unsafe { &mut *args.cast::<ChildArgs<'_>>() };
+    exec_child(
+        args.program,
+        args.setup,
+        args.limits_before_exec,
+        args.parked,
+        args.report,
+    )
 }
 
 /// The child, between clone and execve. Only async-signal-safe calls.

@@ -639,7 +639,11 @@ fn classify(
                 Status::Crashed,
                 format!(
                     "setting up the child failed: {}",
-                    String::from_utf8_lossy(&frame.payload)
+                    match &frame.payload {
+                        crate::channel::Payload::Inline(text) =>
+                            String::from_utf8_lossy(text).into_owned(),
+                        _ => "(no message)".into(),
+                    }
                 ),
             ),
         };
@@ -702,7 +706,7 @@ mod tests {
     fn frame(tag: Tag) -> Frame {
         Frame {
             tag,
-            payload: Vec::new(),
+            payload: crate::channel::Payload::Inline(Vec::new()),
         }
     }
 

@@ -1,0 +1,173 @@
+"""Type stubs for `pynisher._core`, the PyO3 binding of the Rust core
+(crates/pynisher-python/src/lib.rs)."""
+
+from typing import Any, Callable, Literal, NoReturn, Optional, Protocol, Union, final
+
+__version__: str
+#: Every status name the core can report, in the core's order.
+STATUSES: list[str]
+#: Every memory mode the core knows.
+MEMORY_MODES: list[str]
+
+class _Cancel(Protocol):
+    """Polled by the supervisor every 50 ms; once true, the call is killed."""
+
+    def is_set(self) -> bool: ...
+
+# A number (seconds or bytes), a unit string such as "1.5h" or "500MB", or a
+# (number, unit) tuple. Booleans are rejected.
+_Quantity = Union[int, float, str, tuple[Union[int, float], str]]
+
+@final
+class Limits:
+    """Validated limits, built once per `Pynisher`. Bad values raise
+    ValueError naming the argument."""
+
+    def __new__(
+        cls,
+        *,
+        wall_time: Optional[_Quantity] = None,
+        cpu_time: Optional[_Quantity] = None,
+        memory: Optional[_Quantity] = None,
+        memory_mode: str = "address_space",
+        grace_period: Optional[_Quantity] = None,
+    ) -> Limits: ...
+    @property
+    def wall_time(self) -> Optional[float]:
+        """Seconds, or None."""
+    @property
+    def cpu_time(self) -> Optional[float]:
+        """Seconds, or None."""
+    @property
+    def memory(self) -> Optional[int]:
+        """Bytes, or None."""
+    @property
+    def memory_mode(self) -> str: ...
+    @property
+    def grace_period(self) -> float:
+        """Seconds; 1 unless given, 0 means SIGKILL at once."""
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
+
+@final
+class RawOutcome:
+    """What one forked call did, as plain data."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def exitcode(self) -> Optional[int]: ...
+    @property
+    def signal(self) -> Optional[int]: ...
+    @property
+    def signal_name(self) -> Optional[str]: ...
+    @property
+    def wall_time(self) -> float: ...
+    @property
+    def cpu_user(self) -> float: ...
+    @property
+    def cpu_system(self) -> float: ...
+    @property
+    def peak_memory(self) -> int: ...
+    @property
+    def frame(self) -> Optional[Literal["value", "error", "memory"]]:
+        """The tag of the frame the child sent, or None if it sent none."""
+    @property
+    def payload(self) -> Optional[Payload]:
+        """The frame's bytes, or None if the child sent no frame."""
+
+@final
+class Payload:
+    """The bytes of a result frame. ``read`` copies a range into a new
+    ``bytes`` (or ``bytearray``); a payload in a memfd (``mappable``) is also
+    exported as a private, writable buffer without a copy
+    (``memoryview(payload)``)."""
+
+    def __len__(self) -> int: ...
+    @property
+    def mappable(self) -> bool: ...
+    def read(
+        self, offset: int, length: int, *, writable: bool = False
+    ) -> Union[bytes, bytearray]: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+def run_fork(
+    body: Callable[[], tuple[str, list[Any]]],
+    limits: Limits,
+    *,
+    name: Optional[str] = None,
+    terminate_child_processes: bool = True,
+    forceful_keyboard_interrupt: bool = True,
+    cancel: Optional[_Cancel] = None,
+) -> RawOutcome:
+    """Forks, runs ``body`` in the child under ``limits`` and supervises it
+    with the GIL released. ``body`` returns ``(tag, parts)``: a frame tag
+    ("value", "error" or "memory") and buffers sent as one frame."""
+
+# The spawn and forkserver contexts (keep in step with lib.rs).
+
+#: The descriptor on which a fresh interpreter finds its request.
+REQUEST_FD: int
+
+def run_spawn(
+    request: bytes,
+    limits: Limits,
+    *,
+    argv: list[str],
+    name: Optional[str] = None,
+    terminate_child_processes: bool = True,
+    forceful_keyboard_interrupt: bool = True,
+    cancel: Optional[_Cancel] = None,
+) -> RawOutcome:
+    """Starts ``argv`` (a fresh interpreter), hands it ``request`` on
+    `REQUEST_FD` and the result channel, and supervises it with the GIL
+    released."""
+
+class ChildChannel:
+    """The child's end of the result channel, in a fresh interpreter."""
+
+    def __init__(self, result_fd: int = 3, memfd: int = 4) -> None: ...
+    def ready(self, user: float, system: float) -> None:
+        """Start-up is over; its CPU seconds are not charged to the call."""
+    def send(self, tag: str, parts: list[Any]) -> None:
+        """Sends the one result frame."""
+    @property
+    def sent(self) -> bool: ...
+
+def child_apply_limits(limits: Limits, name: Optional[str] = None) -> None: ...
+def child_watch_parent(parent: int) -> None: ...
+def child_exit(sent: bool, terminate_child_processes: bool) -> NoReturn: ...
+
+@final
+class ForkServer:
+    """A running forkserver; dropping it kills the server."""
+
+    @staticmethod
+    def start(argv: list[str]) -> ForkServer: ...
+    @property
+    def pid(self) -> int: ...
+    def is_alive(self) -> bool: ...
+
+#: The descriptor on which the forkserver finds its control socket.
+FORKSERVER_CONTROL_FD: int
+
+def run_forkserver(
+    server: ForkServer,
+    request: bytes,
+    limits: Limits,
+    *,
+    terminate_child_processes: bool = True,
+    forceful_keyboard_interrupt: bool = True,
+    cancel: Optional[_Cancel] = None,
+) -> RawOutcome:
+    """Runs one call in a child of ``server`` and supervises it with the GIL
+    released; raises `ForkServerError` if the server is gone before the call
+    started."""
+
+def forkserver_serve(control_fd: int, child_main: Callable[[int, int, int], object]) -> None:
+    """The forkserver's loop: forks a child per call, which runs
+    ``child_main(request_fd, result_fd, memfd)``."""
+
+def cgroup_v2_unavailable() -> Optional[str]:
+    """Why the cgroup v2 backend cannot be used here, or None if it can."""
