@@ -1,4 +1,5 @@
-"""Shared helpers for the pytest suite: process liveness and resource counts."""
+"""Shared helpers for the pytest suite: the ``context`` fixture, process
+liveness and resource counts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,42 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pynisher
+
+#: Extra seconds a bound on the caller's elapsed time allows for start-up in
+#: each context, on a loaded machine: spawn starts a fresh interpreter that
+#: imports pynisher and the function's module, a forkserver child imports the
+#: function's module; the limits themselves only start after that. (The
+#: functions live in small ``*_funcs`` modules, not in the test modules, so
+#: that this is about 0.1 s in spawn and 0.01 s in forkserver, not 0.3 s.)
+START_UP = {"fork": 0.0, "forkserver": 1.0, "spawn": 1.5}
+
+
+@pytest.fixture(params=pynisher.contexts, ids=list(pynisher.contexts))
+def context(request: pytest.FixtureRequest) -> str:
+    """Each start method in turn: a test that takes it runs once per context."""
+    method: str = request.param
+    return method
+
+
+def contexts_with_bugs(**bugs: str) -> list[Any]:
+    """``pynisher.contexts`` for ``@pytest.mark.parametrize("context", ...)``, in
+    place of the fixture, where a context has a known bug: that one is a strict
+    xfail with the bug as its reason (``spawn="BUG: ..."``)."""
+    unknown = set(bugs) - set(pynisher.contexts)
+    assert not unknown, f"not a context: {unknown}"
+    return [
+        pytest.param(
+            method,
+            id=method,
+            marks=[pytest.mark.xfail(strict=True, reason=bugs[method])] if method in bugs else [],
+        )
+        for method in pynisher.contexts
+    ]
 
 
 def alive(pid: int) -> bool:

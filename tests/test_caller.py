@@ -1,5 +1,6 @@
 """What happens to the caller: Ctrl-C, the caller's death, and the child's
-output on the real stdout. Each test runs a separate caller process.
+output on the real stdout; in every context. Each test runs a separate caller
+process, whose limited function is defined in its ``__main__``.
 
 The limited function prints its pids as one line, so the test can check them
 after the caller is gone. ``time.monotonic`` is system-wide on Linux, so the
@@ -65,8 +66,8 @@ def run_caller(script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_ctrl_c_raises_keyboard_interrupt_and_kills_the_tree() -> None:
-    caller, child, grandchild = start_long_call()
+def test_ctrl_c_raises_keyboard_interrupt_and_kills_the_tree(context: str) -> None:
+    caller, child, grandchild = start_long_call(context=context)
     try:
         sent = time.monotonic()
         caller.send_signal(signal.SIGINT)
@@ -87,7 +88,7 @@ def test_ctrl_c_raises_keyboard_interrupt_and_kills_the_tree() -> None:
 
 
 def test_ctrl_c_without_forceful_interrupt_first_sends_sigint_to_the_tree(
-    tmp_path: Path,
+    context: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "got-sigint"
     script = f"""
@@ -105,7 +106,9 @@ def test_ctrl_c_without_forceful_interrupt_first_sends_sigint_to_the_tree(
             time.sleep(60)
 
         try:
-            Pynisher(polite, forceful_keyboard_interrupt=False, grace_period=5)()
+            Pynisher(
+                polite, forceful_keyboard_interrupt=False, grace_period=5, context={context!r}
+            )()
         except KeyboardInterrupt:
             print("KeyboardInterrupt", flush=True)
     """
@@ -123,8 +126,8 @@ def test_ctrl_c_without_forceful_interrupt_first_sends_sigint_to_the_tree(
 
 
 @pytest.mark.parametrize("death", [signal.SIGKILL, signal.SIGTERM])
-def test_the_child_dies_with_its_caller(death: int) -> None:
-    caller, child, grandchild = start_long_call()
+def test_the_child_dies_with_its_caller(death: int, context: str) -> None:
+    caller, child, grandchild = start_long_call(context=context)
     try:
         caller.send_signal(death)
         # Not communicate(): the orphans may still hold the caller's stdout.
@@ -135,18 +138,19 @@ def test_the_child_dies_with_its_caller(death: int) -> None:
         cleanup(caller, child, grandchild)
 
 
-def test_a_setsid_grandchild_dies_with_a_sigkilled_caller() -> None:
-    caller, child, grandchild = start_long_call()
+@pytest.mark.parametrize("death", [signal.SIGKILL, signal.SIGTERM])
+def test_a_setsid_grandchild_dies_with_its_caller(death: int, context: str) -> None:
+    caller, child, grandchild = start_long_call(context=context)
     try:
-        caller.kill()
-        caller.wait(timeout=10)
+        caller.send_signal(death)
+        assert caller.wait(timeout=10) == -death
         assert wait_dead(child, 2.0)
         assert wait_dead(grandchild, 2.0), "the grandchild outlived the caller"
     finally:
         cleanup(caller, child, grandchild)
 
 
-def test_output_on_the_real_stdout_is_flushed_exactly_once() -> None:
+def test_output_on_the_real_stdout_is_flushed_exactly_once(context: str) -> None:
     # stdout is a pipe, so Python buffers it in blocks: nothing is written until
     # a flush. The caller's unflushed text must not be written twice (once by
     # the child that inherited the buffer), and the child's unflushed text must
@@ -161,19 +165,21 @@ def test_output_on_the_real_stdout_is_flushed_exactly_once() -> None:
             return 7
 
         print("before-the-call", end="")
-        assert Pynisher(child)() == 7
+        assert Pynisher(child, context=CONTEXT)() == 7
         print("|after-the-call", end="")
         sys.stdout.flush()
         import os
         os._exit(0)  # no flush at exit: anything still buffered would be lost
     """
-    done = run_caller(script)
+    done = run_caller(script.replace("CONTEXT", repr(context)))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "before-the-callfrom-the-child|after-the-call"
     assert done.stderr.count("child-stderr") == 1
 
 
-def test_output_of_a_child_killed_at_the_wall_limit_that_was_flushed_arrives() -> None:
+def test_output_of_a_child_killed_at_the_wall_limit_that_was_flushed_arrives(
+    context: str,
+) -> None:
     script = """
         import sys, time
         from pynisher import Pynisher
@@ -182,9 +188,10 @@ def test_output_of_a_child_killed_at_the_wall_limit_that_was_flushed_arrives() -
             print("flushed-before-the-limit", flush=True)
             time.sleep(60)
 
-        outcome = Pynisher(child, wall_time=0.3).run()
+        outcome = Pynisher(child, wall_time=WALL, context=CONTEXT).run()
         print(outcome.status.value)
     """
-    done = run_caller(script)
+    wall = 0.3
+    done = run_caller(script.replace("WALL", repr(wall)).replace("CONTEXT", repr(context)))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "flushed-before-the-limit\nwall_time\n"

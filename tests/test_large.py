@@ -1,37 +1,18 @@
 """Large results come back intact: a 200 MB numpy array and 200 MB of bytes,
-compared by checksum, and the returned array is writable."""
+compared by checksum, and the returned array is writable; in every context."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
+from numpy_funcs import SIZE, checksum, make_array, make_bytes, make_mixed
 
 from pynisher import Pynisher
 
-SIZE = 200 << 20
 
-
-def make_array() -> tuple[np.ndarray, str]:
-    array = np.random.default_rng(7).integers(0, 256, size=SIZE, dtype=np.uint8)
-    return array, hashlib.sha256(array.data).hexdigest()
-
-
-def make_bytes() -> tuple[bytes, str]:
-    data = np.random.default_rng(8).integers(0, 256, size=SIZE, dtype=np.uint8).tobytes()
-    return data, hashlib.sha256(data).hexdigest()
-
-
-def make_mixed() -> dict[str, Any]:
-    rng = np.random.default_rng(9)
-    floats = rng.random((1000, 1000))
-    ints = rng.integers(0, 1 << 40, size=(300, 7), dtype=np.int64)
-    return {"floats": floats, "ints": ints, "text": "x" * 1000, "view": floats[::2, 1::3]}
-
-
-def test_a_200_mb_numpy_array_comes_back_intact_and_writable() -> None:
-    array, digest = Pynisher(make_array, wall_time=60)()
+def test_a_200_mb_numpy_array_comes_back_intact_and_writable(context: str) -> None:
+    array, digest = Pynisher(make_array, wall_time=60, context=context)()
     assert isinstance(array, np.ndarray)
     assert array.shape == (SIZE,) and array.dtype == np.uint8
     assert hashlib.sha256(array.data).hexdigest() == digest
@@ -40,14 +21,14 @@ def test_a_200_mb_numpy_array_comes_back_intact_and_writable() -> None:
     assert int(array[:10].sum()) == 10
 
 
-def test_200_mb_of_bytes_come_back_intact() -> None:
-    data, digest = Pynisher(make_bytes, wall_time=60)()
+def test_200_mb_of_bytes_come_back_intact(context: str) -> None:
+    data, digest = Pynisher(make_bytes, wall_time=60, context=context)()
     assert type(data) is bytes and len(data) == SIZE
     assert hashlib.sha256(data).hexdigest() == digest
 
 
-def test_arrays_of_other_dtypes_shapes_and_strides_come_back_equal() -> None:
-    got = Pynisher(make_mixed)()
+def test_arrays_of_other_dtypes_shapes_and_strides_come_back_equal(context: str) -> None:
+    got = Pynisher(make_mixed, context=context)()
     expected = make_mixed()
     assert set(got) == set(expected)
     for key in ("floats", "ints", "view"):
@@ -56,10 +37,6 @@ def test_arrays_of_other_dtypes_shapes_and_strides_come_back_equal() -> None:
     assert got["text"] == expected["text"]
 
 
-def test_a_large_argument_reaches_the_child() -> None:
+def test_a_large_argument_reaches_the_child(context: str) -> None:
     array, digest = make_array()
-
-    def checksum(values: np.ndarray) -> str:
-        return hashlib.sha256(values.data).hexdigest()
-
-    assert Pynisher(checksum)(array) == digest
+    assert Pynisher(checksum, context=context)(array) == digest

@@ -62,7 +62,9 @@ _OUT_OF_BAND_BYTES = 1 << 20
 _RAW_BYTES = 1 << 32
 
 
-def encode_value(value: Any, streams: Streams = (None, None)) -> list[Any]:
+def encode_value(
+    value: Any, streams: Streams = (None, None), *, by_value: bool = False
+) -> list[Any]:
     """Encode a return value (and captured output) as frame parts:
     a header of lengths, the pickle, then the out-of-band buffers."""
     buffers: list[Any] = []
@@ -72,7 +74,12 @@ def encode_value(value: Any, streams: Streams = (None, None)) -> list[Any]:
         flags = _RAW_BYTES
     else:
         pickled: list[pickle.PickleBuffer] = []
-        main = pickle.dumps((value, streams), protocol=5, buffer_callback=pickled.append)
+        dumps = pickle.dumps
+        if by_value:
+            import cloudpickle
+
+            dumps = cloudpickle.dumps
+        main = dumps((value, streams), protocol=5, buffer_callback=pickled.append)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
@@ -160,9 +167,11 @@ class _Capture:
     real file descriptors are left alone; their output goes straight to the
     fd and is flushed before the child exits."""
 
-    def __init__(self) -> None:
-        self.out = io.StringIO() if _redirected(sys.stdout, sys.__stdout__) else None
-        self.err = io.StringIO() if _redirected(sys.stderr, sys.__stderr__) else None
+    def __init__(self, redirected: Optional[tuple[bool, bool]] = None) -> None:
+        # A fresh interpreter cannot see the caller's redirection: it is told.
+        out, err = redirected if redirected is not None else caller_redirects()
+        self.out = io.StringIO() if out else None
+        self.err = io.StringIO() if err else None
         if self.out is not None:
             sys.stdout = self.out
         if self.err is not None:
@@ -175,8 +184,14 @@ class _Capture:
         )
 
 
-def _redirected(stream: Any, original: Any) -> bool:
-    return stream is not None and stream is not original
+def caller_redirects() -> tuple[bool, bool]:
+    """Whether ``sys.stdout`` and ``sys.stderr`` are redirected to Python
+    objects in this process."""
+
+    def redirected(stream: Any, original: Any) -> bool:
+        return stream is not None and stream is not original
+
+    return redirected(sys.stdout, sys.__stdout__), redirected(sys.stderr, sys.__stderr__)
 
 
 def replay_streams(streams: Optional[Streams]) -> None:
@@ -196,8 +211,15 @@ def make_body(
     kwargs: dict[str, Any],
     *,
     memory_limited: bool,
+    redirected: Optional[tuple[bool, bool]] = None,
+    by_value: bool = False,
 ) -> Callable[[], tuple[str, list[Any]]]:
     """Build the callable the child runs; it returns ``(frame tag, parts)``.
+
+    ``redirected`` says whether the caller's stdout and stderr are redirected
+    (a fresh interpreter cannot see it itself); ``by_value`` pickles the
+    result with cloudpickle, so that a fresh interpreter can return lambdas
+    and functions of its ``__main__``.
 
     Everything needed to report running out of memory is allocated here, in
     the caller, before the fork and before the memory limit applies.
@@ -207,7 +229,7 @@ def make_body(
     def body() -> tuple[str, list[Any]]:
         child_state.enter(func)
         try:
-            capture = _Capture()
+            capture = _Capture(redirected)
             try:
                 value = func(*args, **kwargs)
                 if isinstance(value, types.CoroutineType):
@@ -222,7 +244,7 @@ def make_body(
                 exc.__traceback__ = None
                 return tag, encode_error(exc, tb, streams=capture.text())
             try:
-                return "value", encode_value(value, capture.text())
+                return "value", encode_value(value, capture.text(), by_value=by_value)
             except MemoryError:
                 raise
             except BaseException as exc:

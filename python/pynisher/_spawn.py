@@ -71,6 +71,7 @@ def build_request(
         "limits": limits,
         "name": name,
         "memory_limited": memory_limited,
+        "redirected": _child.caller_redirects(),
         "terminate_child_processes": terminate_child_processes,
         "payload": payload,
     }
@@ -122,9 +123,21 @@ def run_request(channel: Any, request_fd: int, *, watch_parent: bool) -> None:
     _core.child_apply_limits(request["limits"], request["name"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     channel.ready(usage.ru_utime, usage.ru_stime)
-    body = _child.make_body(func, args, kwargs, memory_limited=request["memory_limited"])
+    body = _child.make_body(
+        func,
+        args,
+        kwargs,
+        memory_limited=request["memory_limited"],
+        redirected=request["redirected"],
+        by_value=True,
+    )
     tag, parts = body()
-    channel.send(tag, parts)
+    try:
+        channel.send(tag, parts)
+    except Exception:
+        # The function closed or broke the result channel: exit without a
+        # frame, which the caller reports as such.
+        _core.child_exit(False, terminate)
     del parts
     _child.flush_stdio()
     _core.child_exit(channel.sent, terminate)

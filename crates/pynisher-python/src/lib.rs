@@ -75,28 +75,44 @@ fn quantity(argument: &str, value: &Bound<'_, PyAny>) -> PyResult<Quantity> {
     Err(bad())
 }
 
-fn duration_arg(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+/// Converts an optional Python limit with the core's parsers: a bare number
+/// is in `base_unit`.
+fn limit_arg<T>(
+    argument: &str,
+    value: Option<&Bound<'_, PyAny>>,
+    base_unit: &str,
+    from_number: fn(&str, f64, &str) -> pynisher::Result<T>,
+    parse: fn(&str, &str) -> pynisher::Result<T>,
+) -> PyResult<Option<T>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
     let parsed = match quantity(argument, value)? {
-        Quantity::Number(n) => pynisher::duration_from_number(argument, n, "s"),
-        Quantity::Text(text) => pynisher::parse_duration(argument, &text),
-        Quantity::WithUnit(n, unit) => pynisher::duration_from_number(argument, n, &unit),
+        Quantity::Number(n) => from_number(argument, n, base_unit),
+        Quantity::Text(text) => parse(argument, &text),
+        Quantity::WithUnit(n, unit) => from_number(argument, n, &unit),
     };
     parsed.map(Some).map_err(to_py_err)
 }
 
+fn duration_arg(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    limit_arg(
+        argument,
+        value,
+        "s",
+        pynisher::duration_from_number,
+        pynisher::parse_duration,
+    )
+}
+
 fn bytes_arg(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    let parsed = match quantity(argument, value)? {
-        Quantity::Number(n) => pynisher::bytes_from_number(argument, n, "B"),
-        Quantity::Text(text) => pynisher::parse_bytes(argument, &text),
-        Quantity::WithUnit(n, unit) => pynisher::bytes_from_number(argument, n, &unit),
-    };
-    parsed.map(Some).map_err(to_py_err)
+    limit_arg(
+        argument,
+        value,
+        "B",
+        pynisher::bytes_from_number,
+        pynisher::parse_bytes,
+    )
 }
 
 /// Validated limits for one `Pynisher`, built once when it is constructed.

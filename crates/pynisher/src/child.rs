@@ -8,6 +8,7 @@ use std::ffi::CString;
 
 use std::time::Duration;
 
+use crate::cgroup::CallCgroup;
 use crate::limits::{Limits, MemoryMode};
 use crate::sys::{self, Pid};
 use crate::tree;
@@ -17,13 +18,26 @@ use crate::tree;
 pub struct ChildSetup {
     parent: Pid,
     name: Option<CString>,
-    /// `RLIMIT_CPU` soft and hard limits in whole seconds.
+    /// The CPU limit in microseconds and the grace period in whole seconds,
+    /// for `RLIMIT_CPU`.
     cpu_rlimit: Option<(u64, u64)>,
-    /// Address space the call may add on top of the child's own.
-    memory_headroom: Option<u64>,
+    /// The `RLIMIT_AS` to apply, in address-space memory mode.
+    address_space: Option<AddressSpace>,
     page_size: u64,
     /// `cgroup.procs` of the call's own cgroup, if it has one.
     cgroup_procs: Option<CString>,
+}
+
+/// How the memory limit becomes `RLIMIT_AS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddressSpace {
+    /// On top of the process's own address space when the limit is applied:
+    /// a forked child or a started interpreter must not be charged for what
+    /// it already had.
+    Headroom(u64),
+    /// The whole address space: a new program image (a command) starts from
+    /// nothing, so the caller's size never counts.
+    Absolute(u64),
 }
 
 /// A setup step that failed: which one, and `errno`.
@@ -84,24 +98,42 @@ impl ChildSetup {
             CString::new(bytes).expect("NUL bytes were filtered out")
         });
         let cpu_rlimit = limits.cpu_time.map(|cpu| {
-            // The supervisor enforces fractional limits on the whole tree; this
-            // per-process backstop only fires if the supervisor cannot.
-            let soft = cpu.as_secs_f64().ceil().max(1.0) as u64;
-            let hard = soft + limits.grace_period.as_secs_f64().ceil().max(1.0) as u64;
-            (soft, hard)
+            let grace = limits.grace_period.as_secs_f64().ceil().max(1.0) as u64;
+            (cpu.as_micros() as u64, grace)
         });
-        let memory_headroom = match limits.memory_mode {
-            MemoryMode::AddressSpace => limits.memory,
+        let address_space = match limits.memory_mode {
+            MemoryMode::AddressSpace => limits.memory.map(AddressSpace::Headroom),
             MemoryMode::Resident => None,
         };
         ChildSetup {
             parent,
             name,
             cpu_rlimit,
-            memory_headroom,
+            address_space,
             page_size: sys::page_size(),
             cgroup_procs: None,
         }
+    }
+
+    /// The setup for one call under `limits`, and the call's own cgroup if
+    /// the limits ask for resident memory and a delegated cgroup exists (the
+    /// child joins it first thing).
+    pub fn for_call(limits: &Limits, name: Option<&str>) -> (ChildSetup, Option<CallCgroup>) {
+        let cgroup = crate::cgroup::for_limits(limits);
+        let mut setup = ChildSetup::new(limits, name);
+        if let Some(cgroup) = &cgroup {
+            setup = setup.with_cgroup(cgroup.procs_path());
+        }
+        (setup, cgroup)
+    }
+
+    /// Makes the memory limit the whole address space of the process rather
+    /// than headroom on top of its size: for a new program image.
+    pub fn absolute_memory(mut self) -> ChildSetup {
+        if let Some(AddressSpace::Headroom(limit)) = self.address_space {
+            self.address_space = Some(AddressSpace::Absolute(limit));
+        }
+        self
     }
 
     /// Makes the child join the cgroup whose `cgroup.procs` is `procs` before
@@ -185,32 +217,42 @@ impl ChildSetup {
                 });
             }
         }
-        if let Some((soft, hard)) = self.cpu_rlimit {
-            // RLIMIT_CPU counts the process's whole life; add what it has
-            // already spent (start-up of a fresh interpreter).
-            let spent = own_cpu_seconds();
-            set_rlimit(
-                libc::RLIMIT_CPU,
-                soft + spent,
-                hard + spent,
-                "setrlimit(RLIMIT_CPU)",
-            )?;
+        if let Some((limit, grace)) = self.cpu_rlimit {
+            let (soft, hard) = cpu_rlimit(limit, grace, own_cpu_micros());
+            set_rlimit(libc::RLIMIT_CPU, soft, hard, "setrlimit(RLIMIT_CPU)")?;
         }
-        if let Some(headroom) = self.memory_headroom {
-            let base = current_address_space(self.page_size).ok_or(SetupError {
-                step: "reading /proc/self/statm",
-                errno: errno(),
-            })?;
-            let limit = base.saturating_add(headroom);
+        let limit = match self.address_space {
+            None => None,
+            Some(AddressSpace::Absolute(limit)) => Some(limit),
+            Some(AddressSpace::Headroom(headroom)) => {
+                let base = current_address_space(self.page_size).ok_or(SetupError {
+                    step: "reading /proc/self/statm",
+                    errno: errno(),
+                })?;
+                Some(base.saturating_add(headroom))
+            }
+        };
+        if let Some(limit) = limit {
             set_rlimit(libc::RLIMIT_AS, limit, limit, "setrlimit(RLIMIT_AS)")?;
         }
         Ok(())
     }
 }
 
-/// Whole CPU seconds the calling process has used so far, rounded up.
+/// `RLIMIT_CPU` (soft, hard) in whole seconds for a CPU limit of `limit`
+/// microseconds, a grace period of `grace` seconds, and `spent` microseconds
+/// the process has already used (start-up of a fresh interpreter), which the
+/// kernel counts too. The supervisor enforces fractional limits on the whole
+/// tree; this per-process backstop fires at the first whole second at or past
+/// the limit, exactly at it for whole-second limits.
+fn cpu_rlimit(limit: u64, grace: u64, spent: u64) -> (u64, u64) {
+    let soft = (limit + spent).div_ceil(1_000_000).max(1);
+    (soft, soft + grace)
+}
+
+/// CPU time the calling process has used so far, in microseconds.
 /// Async-signal-safe.
-fn own_cpu_seconds() -> u64 {
+fn own_cpu_micros() -> u64 {
     // SAFETY: rusage is plain data; getrusage only writes to it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is valid for writes.
@@ -218,7 +260,7 @@ fn own_cpu_seconds() -> u64 {
         return 0;
     }
     let micros = |tv: libc::timeval| tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64;
-    (micros(usage.ru_utime) + micros(usage.ru_stime)).div_ceil(1_000_000)
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 /// How often the watchdog re-checks its parent if its pidfd was closed under
@@ -229,6 +271,7 @@ const WATCH_KILL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts a watchdog thread in the child that waits for `parent` (the caller)
 /// to exit and then kills every descendant of the child, and the child.
+/// Returns once the thread runs; call it before [`ChildSetup::apply_limits`].
 ///
 /// The parent-death signal alone kills only the child: its descendants,
 /// including those that called `setsid`, would be orphaned and outlive the
@@ -258,10 +301,16 @@ pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
         previous
     };
+    let (started, running) = std::sync::mpsc::sync_channel::<()>(0);
     let spawned = std::thread::Builder::new()
         .name("pynisher-watch".into())
         .stack_size(256 << 10)
         .spawn(move || {
+            // Allocate once now, so that the thread's malloc arena (glibc
+            // reserves 64 MiB of address space for it) exists before the
+            // address-space limit is set and is not charged to the call.
+            drop(std::hint::black_box(Box::new(0u64)));
+            let _ = started.send(());
             if let Some(pidfd) = pidfd {
                 wait_for_exit(&pidfd, parent);
             }
@@ -272,6 +321,7 @@ pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
     spawned?;
+    let _ = running.recv();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     Ok(())
@@ -395,7 +445,12 @@ mod tests {
     fn cpu_backstop_rounds_up() {
         let limits = Limits::new().cpu_time(std::time::Duration::from_millis(200));
         let setup = ChildSetup::new(&limits, Some("a-very-long-process-name"));
-        assert_eq!(setup.cpu_rlimit, Some((1, 2)));
+        assert_eq!(setup.cpu_rlimit, Some((200_000, 1)));
+        // A fresh fork has spent next to nothing: the backstop is 1 s, not 2.
+        assert_eq!(cpu_rlimit(200_000, 1, 300), (1, 2));
+        assert_eq!(cpu_rlimit(1_000_000, 1, 0), (1, 2));
+        // Start-up of an interpreter counts toward RLIMIT_CPU.
+        assert_eq!(cpu_rlimit(1_000_000, 2, 40_000), (2, 4));
         assert_eq!(setup.name.unwrap().as_bytes().len(), 15);
     }
 }

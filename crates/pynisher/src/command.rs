@@ -210,32 +210,17 @@ impl Command {
     pub fn spawn(&self, limits: &Limits) -> Result<RunningCommand> {
         limits.validate()?;
         let args: Vec<&OsStr> = self.args.iter().map(OsString::as_os_str).collect();
-        // A new program image starts from nothing: in address-space mode the
-        // limit is its whole address space, not headroom on top of the
-        // caller's size, so the setup leaves memory out and the program gets
-        // an absolute RLIMIT_AS.
-        let address_space = match limits.memory_mode {
-            MemoryMode::AddressSpace => limits.memory,
-            MemoryMode::Resident => None,
-        };
         let program = Program::build(
             &self.program,
             &args,
             &self.environment(),
             self.cwd.as_deref(),
-        )?
-        .address_space(address_space);
-        let cgroup = crate::cgroup::for_limits(limits);
-        let mut setup = ChildSetup::new(
-            &Limits {
-                memory: None,
-                ..limits.clone()
-            },
-            None,
-        );
-        if let Some(cgroup) = &cgroup {
-            setup = setup.with_cgroup(cgroup.procs_path());
-        }
+        )?;
+        // A new program image starts from nothing: in address-space mode the
+        // limit is its whole address space, not headroom on top of the
+        // caller's size.
+        let (setup, cgroup) = ChildSetup::for_call(limits, None);
+        let setup = setup.absolute_memory();
         let (pid, started) = exec::start(&program, &setup, true)?;
         let supervised = match Supervised::new(
             pid,

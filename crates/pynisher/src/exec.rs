@@ -15,12 +15,11 @@
 //!    subreaper, the call's cgroup), and [`ChildSetup::apply_limits`] too if
 //!    the limits apply from the start (a command; a fresh interpreter applies
 //!    them itself after start-up);
-//! 2. an absolute `RLIMIT_AS` if one was asked for;
-//! 3. every catchable signal back to its default action and an empty signal
+//! 2. every catchable signal back to its default action and an empty signal
 //!    mask, so that the program does not start with what the caller ignored
 //!    or blocked (the Rust runtime ignores SIGPIPE, for example);
-//! 4. the descriptors it should inherit moved to their numbers;
-//! 5. `chdir` if a working directory was set, then `execve`.
+//! 3. the descriptors it should inherit moved to their numbers;
+//! 4. `chdir` if a working directory was set, then `execve`.
 //!
 //! If a step fails, the child writes the step and `errno` to the pipe and
 //! exits. Because the caller resumes only after `execve` or exit, what is in
@@ -77,8 +76,6 @@ pub struct Program {
     cwd: Option<CString>,
     /// (descriptor in the caller, its number in the child)
     fds: Vec<(RawFd, RawFd)>,
-    /// An absolute `RLIMIT_AS` for the new program image.
-    address_space: Option<u64>,
     /// The highest signal number, for resetting dispositions.
     max_signal: i32,
 }
@@ -154,7 +151,6 @@ impl Program {
             _envp: envp,
             cwd,
             fds: Vec::new(),
-            address_space: None,
             max_signal: libc::SIGRTMAX(),
         })
     }
@@ -163,14 +159,6 @@ impl Program {
     /// Every other descriptor opened with `O_CLOEXEC` stays behind.
     pub fn pass_fd(mut self, fd: RawFd, target: RawFd) -> Program {
         self.fds.push((fd, target));
-        self
-    }
-
-    /// Caps the new program image's address space at `limit` bytes
-    /// (`RLIMIT_AS`). A new image starts from nothing, so this is the whole
-    /// address space, never headroom on top of the caller's size.
-    pub fn address_space(mut self, limit: Option<u64>) -> Program {
-        self.address_space = limit;
         self
     }
 
@@ -400,11 +388,6 @@ fn exec_child(
             report_and_exit(report, STAGE_SETUP, err.errno, err.step);
         }
     }
-    if let Some(limit) = program.address_space {
-        if let Err(errno) = lower_address_space(limit) {
-            report_and_exit(report, STAGE_SETUP, errno, "setrlimit(RLIMIT_AS)");
-        }
-    }
     // SAFETY: sigaction, sigemptyset and sigprocmask are async-signal-safe;
     // `default` and `empty` are valid, initialised values on this stack.
     unsafe {
@@ -451,29 +434,6 @@ fn exec_child(
         );
     }
     report_and_exit(report, STAGE_EXEC, errno(), "execve")
-}
-
-/// Lowers `RLIMIT_AS` to `limit`, never above an existing hard limit.
-/// Async-signal-safe.
-fn lower_address_space(limit: u64) -> std::result::Result<(), i32> {
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `current` is valid for writes.
-    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut current) } != 0 {
-        return Err(errno());
-    }
-    let hard = limit.min(current.rlim_max);
-    let new = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
-    };
-    // SAFETY: `new` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &new) } != 0 {
-        return Err(errno());
-    }
-    Ok(())
 }
 
 /// Reads the child's report, if it wrote one. Called after the clone
@@ -534,11 +494,7 @@ pub fn start_interpreter(
     options: &ForkOptions,
 ) -> Result<Supervised> {
     limits.validate()?;
-    let cgroup = crate::cgroup::for_limits(limits);
-    let mut setup = ChildSetup::new(limits, options.name.as_deref());
-    if let Some(cgroup) = &cgroup {
-        setup = setup.with_cgroup(cgroup.procs_path());
-    }
+    let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
     let (receiver, write_end, memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
     let program = program
@@ -547,14 +503,16 @@ pub fn start_interpreter(
     let (pid, started) = start(&program, &setup, false)?;
     drop(write_end);
     drop(memfd);
-    Ok(Supervised::new(
+    let mut supervised = Supervised::new(
         pid,
         Some(receiver),
         limits.clone(),
         started,
         options.terminate_descendants,
     )?
-    .with_cgroup(cgroup))
+    .with_cgroup(cgroup);
+    supervised.expect_startup();
+    Ok(supervised)
 }
 
 #[cfg(test)]

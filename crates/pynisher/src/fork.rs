@@ -73,11 +73,7 @@ where
     F: FnOnce(&mut Sender),
 {
     limits.validate()?;
-    let cgroup = crate::cgroup::for_limits(limits);
-    let mut setup = ChildSetup::new(limits, options.name.as_deref());
-    if let Some(cgroup) = &cgroup {
-        setup = setup.with_cgroup(cgroup.procs_path());
-    }
+    let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
     let (receiver, write_end, child_memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
     let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
@@ -119,15 +115,22 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
     body: F,
     terminate_descendants: bool,
 ) -> ! {
-    if let Err(err) = setup.apply() {
+    let fail = |sender: &mut Sender, err: crate::child::SetupError| -> ! {
         let mut buf = [0u8; 128];
         let _ = sender.send(Tag::SetupFailed, &[err.describe(&mut buf)]);
         // SAFETY: _exit is async-signal-safe and never returns.
-        unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+        unsafe { libc::_exit(EXIT_SETUP_FAILED) }
+    };
+    if let Err(err) = setup.apply_early() {
+        fail(sender, err);
     }
     // If this fails the parent-death signal stays armed: the child still
-    // dies with the caller, only its descendants might not.
+    // dies with the caller, only its descendants might not. It runs before
+    // the limits so that its thread is not charged to the call.
     let _ = crate::child::watch_parent(setup.parent());
+    if let Err(err) = setup.apply_limits() {
+        fail(sender, err);
+    }
     hooks.after_child();
     body(sender);
     finish_child(sender.has_sent(), terminate_descendants)

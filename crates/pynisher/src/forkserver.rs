@@ -113,7 +113,7 @@ impl ForkServer {
         }
         let pid = Pid::from_le_bytes(buf);
         let pidfd = passed.remove(0);
-        Ok(Supervised::remote(
+        let mut supervised = Supervised::remote(
             pid,
             pidfd,
             mine,
@@ -121,7 +121,9 @@ impl ForkServer {
             limits.clone(),
             started,
             terminate_descendants,
-        ))
+        );
+        supervised.expect_startup();
+        Ok(supervised)
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Supervised {
     started: Instant,
     terminate_descendants: bool,
     interrupt_signal: Option<i32>,
+    /// The child is a fresh interpreter that announces the end of its
+    /// start-up with a `Ready` frame.
+    expects_ready: bool,
     /// The call's own cgroup, when the kernel enforces the resident limit.
     cgroup: Option<CallCgroup>,
 }
@@ -69,6 +72,10 @@ enum Reaper {
     /// socket (see [`RemoteExit`]).
     Remote(OwnedFd),
 }
+
+/// The least time a fresh interpreter gets to start up (start the
+/// interpreter, import and unpickle the function) under a wall-time limit.
+pub const STARTUP_BUDGET: Duration = Duration::from_secs(10);
 
 /// How long to wait for a forkserver to report an exit it has seen.
 const REMOTE_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,6 +161,7 @@ impl Supervised {
             started,
             terminate_descendants,
             interrupt_signal: None,
+            expects_ready: false,
             cgroup: None,
         })
     }
@@ -187,6 +195,7 @@ impl Supervised {
             started,
             terminate_descendants,
             interrupt_signal: None,
+            expects_ready: false,
             cgroup: None,
         }
     }
@@ -209,6 +218,14 @@ impl Supervised {
                 Ok(RemoteExit::decode(&buf[..n]))
             }
         }
+    }
+
+    /// Tells the supervisor that the child starts a fresh interpreter and
+    /// sends a [`Tag::Ready`] frame once start-up is over: until then neither
+    /// the wall-time nor the CPU-time limit applies, only a start-up budget
+    /// of the wall-time limit or [`STARTUP_BUDGET`], whichever is longer.
+    pub fn expect_startup(&mut self) {
+        self.expects_ready = true;
     }
 
     /// On an interrupt, first send `signal` to the tree and give it the grace
@@ -247,10 +264,19 @@ impl Supervised {
         mut check: impl FnMut() -> Result<(), E>,
     ) -> Result<Finished, Stop<E>> {
         let mut tree = Tree::new(self.pid);
-        let mut wall_deadline = self.limits.wall_time.map(|t| self.started + t);
         // Start-up of a fresh interpreter is not charged to the call: its
-        // `Ready` frame restarts the clock and sets the CPU baseline.
+        // `Ready` frame restarts the clock and sets the CPU baseline. Until
+        // then only a start-up budget applies, so that a hung import still
+        // ends.
         let mut startup: Option<Ready> = None;
+        let mut wall_deadline = self.limits.wall_time.map(|t| {
+            let budget = if self.expects_ready {
+                t.max(STARTUP_BUDGET)
+            } else {
+                t
+            };
+            self.started + budget
+        });
         let mut kill_reason: Option<KillReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
         let resident_limit = self.resident_limit();
@@ -269,13 +295,23 @@ impl Supervised {
             if kill_reason.is_none() {
                 if let Some(deadline) = wall_deadline.filter(|d| now >= *d) {
                     let limit = self.limits.wall_time.unwrap_or_default();
-                    kill_reason = Some(KillReason {
-                        status: Status::WallTime,
-                        detail: format!(
+                    let detail = if self.expects_ready && startup.is_none() {
+                        format!(
+                            "the child did not finish starting up (starting the interpreter, \
+                             importing and unpickling the function) within {:.3} s; \
+                             stopped with SIGTERM",
+                            (now - self.started).as_secs_f64()
+                        )
+                    } else {
+                        format!(
                             "wall time {:.3} s reached the limit of {}; stopped with SIGTERM",
                             (now - self.started).as_secs_f64(),
                             fmt_secs(limit)
-                        ),
+                        )
+                    };
+                    kill_reason = Some(KillReason {
+                        status: Status::WallTime,
+                        detail,
                         after_result: self.has_result(),
                     });
                     self.soft_stop(&mut tree, libc::SIGTERM);
@@ -296,7 +332,9 @@ impl Supervised {
                 sample = tree.measure(resident_limit.is_some());
                 let sample_cost = measure_started.elapsed();
                 peak_private = peak_private.max(sample.memory);
-                if kill_reason.is_none() {
+                // Before start-up is over the CPU limit does not apply yet.
+                let started_up = !self.expects_ready || startup.is_some();
+                if kill_reason.is_none() && started_up {
                     if let Some(mut reason) =
                         self.check_tree_limits(&net_of_startup(sample, startup))
                     {

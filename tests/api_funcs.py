@@ -1,0 +1,96 @@
+"""Functions that test_api.py runs in limited children, in every context.
+
+They live outside the test module so that a spawn or forkserver child imports
+only this module (no pytest), which keeps its start-up short.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from pynisher import limit
+
+MB = 1 << 20
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def sleeper(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def busy(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def busy_then_done(seconds: float) -> str:
+    busy(seconds)
+    return "done"
+
+
+def allocate(mb: int) -> int:
+    return len(bytearray(mb * MB))
+
+
+def fail(message: str) -> None:
+    raise KeyError(message)
+
+
+def own_comm() -> str:
+    with open("/proc/self/comm") as handle:
+        return handle.read().rstrip("\n")
+
+
+def prints(text: str) -> str:
+    print(text, end="")
+    print(" and stderr", end="", file=sys.stderr)
+    return "returned"
+
+
+def prints_then_fails(text: str) -> None:
+    print(text, end="")
+    raise KeyError(text)
+
+
+def prints_then_sleeps(text: str) -> None:
+    print(text, flush=True)
+    time.sleep(60)
+
+
+# Decorated at module level, one per context, so that each pickles by
+# reference (by module and name) and calls itself by its name.
+
+
+@limit(wall_time=5, context="fork")
+def fork_limited_pids(depth: int) -> list[int]:
+    if depth == 0:
+        return [os.getpid()]
+    return [os.getpid(), *fork_limited_pids(depth - 1)]
+
+
+@limit(wall_time=5, context="spawn")
+def spawn_limited_pids(depth: int) -> list[int]:
+    if depth == 0:
+        return [os.getpid()]
+    return [os.getpid(), *spawn_limited_pids(depth - 1)]
+
+
+@limit(wall_time=5, context="forkserver")
+def forkserver_limited_pids(depth: int) -> list[int]:
+    if depth == 0:
+        return [os.getpid()]
+    return [os.getpid(), *forkserver_limited_pids(depth - 1)]
+
+
+LIMITED_PIDS = {
+    "fork": fork_limited_pids,
+    "spawn": spawn_limited_pids,
+    "forkserver": forkserver_limited_pids,
+}
