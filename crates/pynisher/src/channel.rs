@@ -1,11 +1,12 @@
 //! The framed result channel from the child to the supervisor.
 //!
 //! A frame is a 16-byte header (magic, tag, flags, payload length) followed by
-//! the payload. Payloads up to [`INLINE_MAX`] travel inline through the pipe;
-//! a pipe holds 64 KiB, so the child never blocks on them. Larger payloads go
-//! into a memfd that the supervisor created before the fork, and the frame only
-//! announces their length: a large result never has to squeeze through the
-//! pipe, and the child never waits for the parent to read.
+//! the payload. Payloads up to [`INLINE_MAX`] travel inline through the pipe,
+//! which the supervisor drains while it waits, so a child that fills the pipe
+//! only waits a moment. Larger payloads go into a memfd that the supervisor
+//! created before the fork, and the frame only announces their length: a
+//! large result never has to squeeze through the pipe, and the child never
+//! waits for the parent to read it.
 //!
 //! The receiver is incremental and never blocks: it takes whatever bytes are
 //! available and reports a frame only once it is complete. Anything that is

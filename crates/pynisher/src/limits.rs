@@ -207,8 +207,15 @@ pub fn duration_from_number(argument: &str, value: f64, unit: &str) -> Result<Du
         )
     })?;
     check_positive(argument, value)?;
-    Duration::try_from_secs_f64(value * factor)
-        .map_err(|_| Error::invalid(argument, format!("{value} {unit} is out of range")))
+    let duration = Duration::try_from_secs_f64(value * factor)
+        .map_err(|_| Error::invalid(argument, format!("{value} {unit} is out of range")))?;
+    if duration.is_zero() {
+        return Err(Error::invalid(
+            argument,
+            format!("{value} {unit} is less than one nanosecond"),
+        ));
+    }
+    Ok(duration)
 }
 
 /// Converts `value` in `unit` (`"B"`, `"KB"`, `"MB"`, `"GB"`, `"TB"`, or the
@@ -343,7 +350,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_naming_the_argument() {
-        for text in ["0", "-1s", "abc", "5xs", "", "nan", "inf"] {
+        for text in [
+            "0", "-1s", "abc", "5xs", "", "nan", "inf", "1e-10", "1e-7ms",
+        ] {
             let err = parse_duration("cpu_time", text).unwrap_err();
             assert_eq!(err.argument(), Some("cpu_time"), "{text}");
         }
