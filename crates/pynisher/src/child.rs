@@ -292,15 +292,7 @@ pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
     // The thread starts with every signal blocked (it inherits this thread's
     // mask while it is set), so signals sent to the process keep reaching the
     // function's threads exactly as without the watchdog.
-    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
-    // only reads `all` and writes `previous`.
-    let previous = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-        previous
-    };
+    let blocked = sys::SignalsBlocked::new();
     let (started, running) = std::sync::mpsc::sync_channel::<()>(0);
     let spawned = std::thread::Builder::new()
         .name("pynisher-watch".into())
@@ -318,8 +310,7 @@ pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
             // SAFETY: kill and getpid have no memory-safety preconditions.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         });
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    drop(blocked);
     spawned?;
     let _ = running.recv();
     // SAFETY: prctl with integer arguments only.

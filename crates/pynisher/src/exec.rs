@@ -245,15 +245,7 @@ pub fn start(
     // Block every signal around the clone: the child shares this memory until
     // it execs, so no handler of the caller may run in it. It resets every
     // disposition and then sets its own mask.
-    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
-    // only reads `all` and writes `previous`.
-    let previous = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-        previous
-    };
+    let blocked = sys::SignalsBlocked::new();
     let started = Instant::now();
     // SAFETY: CLONE_VM | CLONE_VFORK is what posix_spawn does: the child
     // shares this address space but runs on its own stack, and this thread
@@ -270,8 +262,7 @@ pub fn start(
             std::ptr::addr_of_mut!(args).cast(),
         )
     };
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    drop(blocked);
     drop(stack);
     if pid < 0 {
         return Err(Error::last_os("clone"));

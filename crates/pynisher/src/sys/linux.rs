@@ -489,6 +489,42 @@ pub fn recv_with_fds(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usiz
     Ok((n as usize, fds))
 }
 
+/// Blocks every signal in the calling thread until the guard is dropped,
+/// which restores the previous mask. A thread spawned (or a process cloned)
+/// meanwhile starts with every signal blocked.
+pub struct SignalsBlocked {
+    previous: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    /// Blocks every signal in the calling thread.
+    pub fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data, filled by sigfillset;
+        // pthread_sigmask only reads `all` and writes `previous`.
+        let previous = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+            previous
+        };
+        SignalsBlocked { previous }
+    }
+}
+
+impl Default for SignalsBlocked {
+    fn default() -> Self {
+        SignalsBlocked::new()
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
+    }
+}
+
 /// Makes the calling process a child subreaper (`PR_SET_CHILD_SUBREAPER`):
 /// orphaned descendants are reparented to it instead of to init, so they stay
 /// findable. Async-signal-safe.
