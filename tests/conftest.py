@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from limited_funcs import pids_in
 
 import pynisher
 
@@ -110,17 +111,7 @@ def kill_quietly(pid: int) -> None:
 
 def read_pids(path: Path, count: int, timeout: float = 5.0) -> list[int]:
     """Waits until ``path`` holds ``count`` whitespace-separated pids and returns them."""
-    until = time.monotonic() + timeout
-    while True:
-        try:
-            words = path.read_text().split()
-        except FileNotFoundError:
-            words = []
-        if len(words) >= count:
-            return [int(word) for word in words[:count]]
-        if time.monotonic() > until:
-            raise AssertionError(f"{path} did not get {count} pids within {timeout} s: {words}")
-        time.sleep(0.01)
+    return pids_in(path, count, timeout)
 
 
 def write_line(path: Path, text: str) -> None:

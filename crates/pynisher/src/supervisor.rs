@@ -152,10 +152,30 @@ impl Supervised {
         terminate_descendants: bool,
     ) -> Result<Supervised, Error> {
         let pidfd = sys::pidfd_open(pid).map_err(|e| Error::os("pidfd_open", e))?;
-        Ok(Supervised {
+        Ok(Supervised::build(
             pid,
-            reaper: Reaper::Parent,
             pidfd,
+            Reaper::Parent,
+            receiver,
+            limits,
+            started,
+            terminate_descendants,
+        ))
+    }
+
+    fn build(
+        pid: Pid,
+        pidfd: OwnedFd,
+        reaper: Reaper,
+        receiver: Option<Receiver>,
+        limits: Limits,
+        started: Instant,
+        terminate_descendants: bool,
+    ) -> Supervised {
+        Supervised {
+            pid,
+            pidfd,
+            reaper,
             receiver,
             limits,
             started,
@@ -163,7 +183,7 @@ impl Supervised {
             interrupt_signal: None,
             expects_ready: false,
             cgroup: None,
-        })
+        }
     }
 
     /// Puts the call's cgroup (which the child joined) under this
@@ -186,18 +206,15 @@ impl Supervised {
         started: Instant,
         terminate_descendants: bool,
     ) -> Supervised {
-        Supervised {
+        Supervised::build(
             pid,
             pidfd,
-            reaper: Reaper::Remote(exit_socket),
-            receiver: Some(receiver),
+            Reaper::Remote(exit_socket),
+            Some(receiver),
             limits,
             started,
             terminate_descendants,
-            interrupt_signal: None,
-            expects_ready: false,
-            cgroup: None,
-        }
+        )
     }
 
     /// Collects the exit status and rusage of the exited child.
