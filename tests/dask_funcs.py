@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import time
 
+from tree_funcs import parent_of
+
 from pynisher import limit, restricted
 
 
@@ -32,8 +34,9 @@ def fail(message: str) -> None:
 
 
 def where() -> dict[str, int]:
-    """Where the call ran: its own pid and its parent's (the worker's)."""
-    return {"pid": os.getpid(), "parent": os.getppid()}
+    """Where the call ran: its own pid and the caller's (the worker's). The
+    process's own parent is the call's guardian, a child of the caller."""
+    return {"pid": os.getpid(), "parent": parent_of(os.getppid())}
 
 
 def worker_info() -> dict[str, object]:

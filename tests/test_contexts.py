@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from context_funcs import allocate, decorated_depth, double, limited_in_worker, sleeper, spin
+from tree_funcs import parent_of
 
 from pynisher import (
     CpuTimeoutException,
@@ -164,8 +165,9 @@ def test_works_inside_a_process_pool_executor_worker(context: str) -> None:
 
 
 def kill_my_server() -> None:
-    """Runs in a forkserver child: kills the server mid-call."""
-    os.kill(os.getppid(), 9)
+    """Runs in a forkserver child: kills the server mid-call. The child's
+    parent is the call's guardian, whose parent is the server."""
+    os.kill(parent_of(os.getppid()), 9)
     import time
 
     time.sleep(30)
@@ -176,7 +178,8 @@ def test_a_forkserver_that_dies_mid_call_is_reported_and_replaced() -> None:
     outcome = Pynisher(kill_my_server, context="forkserver", wall_time=20).run()
     assert outcome.status is Status.CRASHED
     assert "forkserver" in outcome.detail
-    # The child died with its server (its watchdog), long before the limit.
+    # The tree died with its server (the guardian watches it), long before
+    # the limit.
     assert time.monotonic() - started < 10
     assert Pynisher(double, context="forkserver")(5) == 10
 

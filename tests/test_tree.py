@@ -10,8 +10,10 @@ wall-time kill.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from conftest import START_UP, alive, kill_quietly, read_pids, wait_dead
@@ -23,9 +25,11 @@ from tree_funcs import (
     start_setsid_sleep,
     start_sigterm_ignoring_sleeper,
     start_stopped_sleeper,
+    then_exit,
     then_hang,
     then_raise,
     then_return,
+    then_segfault,
 )
 
 from pynisher import Pynisher, Status
@@ -84,6 +88,34 @@ def test_descendants_are_dead_after_an_error(start: Starter, context: str, tmp_p
     (pid,) = read_pids(pids, 1)
     try:
         assert not alive(pid)
+    finally:
+        kill_quietly(pid)
+
+
+@pytest.mark.parametrize("terminate", [True, False])
+@pytest.mark.parametrize("end", [then_exit, then_segfault], ids=lambda end: end.__name__)
+@pytest.mark.parametrize("start", STARTERS, ids=starter_id)
+def test_descendants_are_dead_after_a_crash_right_after_they_left_the_group(
+    start: Starter,
+    end: Callable[[Starter, Path], None],
+    terminate: bool,
+    context: str,
+    tmp_path: Path,
+) -> None:
+    # The function dies without a result a moment after its descendant left
+    # the process group, before any scan of the tree: the call's guardian
+    # process, not a scan, is what finds the orphan.
+    pids = tmp_path / "pids"
+    limited = Pynisher(end, terminate_child_processes=terminate, context=context)
+    outcome = limited.run(start, pids)
+    assert outcome.status is Status.CRASHED, outcome.detail
+    if end is then_exit:
+        assert outcome.exitcode == 3, outcome
+    else:
+        assert outcome.signal == signal.SIGSEGV, outcome
+    (pid,) = read_pids(pids, 1)
+    try:
+        assert not alive(pid), "a descendant survived the crash"
     finally:
         kill_quietly(pid)
 

@@ -8,6 +8,7 @@ only this module (no pytest), which keeps its start-up short.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -15,6 +16,13 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+
+def parent_of(pid: int) -> int:
+    """The parent of ``pid``. A limited function's own parent is its call's
+    guardian; the guardian's parent is the caller (or the forkserver)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
 def write_line(path: Path, text: str) -> None:
@@ -101,6 +109,19 @@ def then_hang(start: Starter, pids: Path) -> None:
 def then_raise(start: Starter, pids: Path) -> None:
     start(pids)
     raise ValueError("after starting a process")
+
+
+def then_exit(start: Starter, pids: Path) -> None:
+    """Starts the process and leaves at once without a result: no frame, no
+    cleanup of its own, before any scan of the tree can have seen it."""
+    start(pids)
+    os._exit(3)
+
+
+def then_segfault(start: Starter, pids: Path) -> None:
+    start(pids)
+    faulthandler.disable()  # no traceback on the test's stderr
+    os.kill(os.getpid(), signal.SIGSEGV)
 
 
 def bomb(pids: Path, depth: int) -> None:

@@ -78,4 +78,4 @@ def serve(preload: tuple[str, ...]) -> None:
 
 def _child_main(request_fd: int, result_fd: int, memfd: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _spawn.run_request(_core.ChildChannel(result_fd, memfd), request_fd, watch_parent=False)
+    _spawn.run_request(_core.ChildChannel(result_fd, memfd), request_fd, parent=os.getppid())

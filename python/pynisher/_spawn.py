@@ -98,17 +98,21 @@ def _read_request(fd: int) -> dict[str, Any]:
     return request
 
 
-def run_request(channel: Any, request_fd: int, *, watch_parent: bool) -> None:
+def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None:
     """Run the call described by the request at ``request_fd`` in this fresh
     process and report on ``channel``. Never returns.
 
-    ``watch_parent`` starts the watchdog that kills this process's tree when
-    the caller exits; a forkserver child already has one, watching its server.
+    First this process splits in two: it stays behind as the call's guardian
+    (the parent of the call's whole tree, which watches ``parent``: the
+    forkserver for its children, or ``None`` for the caller named in the
+    request) and its child runs the call.
     """
     request = _read_request(request_fd)
-    if watch_parent:
-        _core.child_watch_parent(request["parent"])
     terminate = request["terminate_child_processes"]
+    # Start-up so far (the interpreter's, in a spawned child) stays with the
+    # guardian; the call's process starts from zero CPU time.
+    startup = resource.getrusage(resource.RUSAGE_SELF)
+    _core.child_split(request["parent"] if parent is None else parent, terminate)
     sys.path[:] = request["sys_path"]
     try:
         os.chdir(request["cwd"])
@@ -118,11 +122,11 @@ def run_request(channel: Any, request_fd: int, *, watch_parent: bool) -> None:
         problem = f"could not load the function in the child ({type(exc).__name__}: {exc})"
         channel.send("error", _child.encode_error(exc, tb, problem=problem))
         _child.flush_stdio()
-        _core.child_exit(channel.sent, terminate)
+        _core.child_exit(channel.sent)
     del request["payload"]
     _core.child_apply_limits(request["limits"], request["name"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    channel.ready(usage.ru_utime, usage.ru_stime)
+    channel.ready(startup.ru_utime + usage.ru_utime, startup.ru_stime + usage.ru_stime)
     body = _child.make_body(
         func,
         args,
@@ -137,12 +141,12 @@ def run_request(channel: Any, request_fd: int, *, watch_parent: bool) -> None:
     except Exception:
         # The function closed or broke the result channel: exit without a
         # frame, which the caller reports as such.
-        _core.child_exit(False, terminate)
+        _core.child_exit(False)
     del parts
     _child.flush_stdio()
-    _core.child_exit(channel.sent, terminate)
+    _core.child_exit(channel.sent)
 
 
 def main() -> None:
     """Entry point of a spawned child interpreter. Never returns."""
-    run_request(_core.ChildChannel(), _core.REQUEST_FD, watch_parent=True)
+    run_request(_core.ChildChannel(), _core.REQUEST_FD, parent=None)

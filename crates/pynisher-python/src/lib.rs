@@ -662,21 +662,28 @@ fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
         })
 }
 
-/// In a fresh interpreter: starts the watchdog that kills this process and
-/// everything it started when the caller `parent` exits.
+/// In a fresh interpreter (or a forkserver child) that has read its call:
+/// splits off the call's guardian, which stays behind as the parent of the
+/// call's tree and watches `parent`. Returns in the process that runs the
+/// call; the guardian never returns.
 #[pyfunction]
-fn child_watch_parent(parent: i32) -> PyResult<()> {
-    pynisher::child::watch_parent(parent)
-        .map_err(|e| PynisherException::new_err(format!("starting the watchdog: {e}")))
+fn child_split(parent: i32, terminate_child_processes: bool) -> PyResult<()> {
+    // SAFETY: called with the GIL held in a child with a single thread (a
+    // fresh interpreter, or a fork of the single-threaded forkserver).
+    unsafe { pynisher::guardian::split(parent, terminate_child_processes, &PythonForkHooks) }
+        .map_err(|err| {
+            let mut buf = [0u8; 128];
+            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
+        })
 }
 
-/// Ends a child: kills what it started (if asked) and `_exit`s. Never
-/// returns.
+/// Ends a child: tells its guardian whether the result was sent, and
+/// `_exit`s. Never returns.
 #[pyfunction]
-fn child_exit(py: Python<'_>, sent: bool, terminate_child_processes: bool) {
+fn child_exit(py: Python<'_>, sent: bool) {
     // Flushing happens in Python before this; nothing else may run after it.
     let _ = py;
-    pynisher::fork::finish_child(sent, terminate_child_processes)
+    pynisher::fork::finish_child(sent)
 }
 
 #[pymodule]
@@ -694,7 +701,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_spawn, m)?)?;
     m.add_function(wrap_pyfunction!(child_apply_limits, m)?)?;
     m.add_function(wrap_pyfunction!(child_exit, m)?)?;
-    m.add_function(wrap_pyfunction!(child_watch_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(child_split, m)?)?;
     m.add("REQUEST_FD", REQUEST_FD)?;
     let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     m.add("STATUSES", statuses)?;

@@ -6,12 +6,9 @@
 
 use std::ffi::CString;
 
-use std::time::Duration;
-
 use crate::cgroup::CallCgroup;
 use crate::limits::{Limits, MemoryMode};
 use crate::sys::{self, Pid};
-use crate::tree;
 
 /// Everything the child needs to set itself up, computed before the fork.
 #[derive(Debug, Clone)]
@@ -83,7 +80,7 @@ fn errno() -> i32 {
 }
 
 impl ChildSetup {
-    /// The caller's pid, which the child watches.
+    /// The caller's pid, which the call's guardian watches.
     pub fn parent(&self) -> Pid {
         self.parent
     }
@@ -261,87 +258,6 @@ fn own_cpu_micros() -> u64 {
     }
     let micros = |tv: libc::timeval| tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64;
     micros(usage.ru_utime) + micros(usage.ru_stime)
-}
-
-/// How often the watchdog re-checks its parent if its pidfd was closed under
-/// it (by a function that closes every descriptor, say).
-const WATCH_FALLBACK_INTERVAL: Duration = Duration::from_millis(200);
-/// How long the watchdog may spend killing the tree.
-const WATCH_KILL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Starts a watchdog thread in the child that waits for `parent` (the caller)
-/// to exit and then kills every descendant of the child, and the child.
-/// Returns once the thread runs; call it before [`ChildSetup::apply_limits`].
-///
-/// The parent-death signal alone kills only the child: its descendants,
-/// including those that called `setsid`, would be orphaned and outlive the
-/// caller. Once the watchdog runs, the parent-death signal is cleared so that
-/// it cannot kill the child before the watchdog has cleaned up. The watchdog
-/// needs no signal, so a function that blocks every signal is covered too.
-///
-/// # Errors
-/// The thread or the pidfd could not be created; the parent-death signal then
-/// stays in place.
-pub fn watch_parent(parent: Pid) -> std::io::Result<()> {
-    let pidfd = match sys::pidfd_open(parent) {
-        Ok(fd) => Some(fd),
-        // Already gone: the watchdog acts at once.
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => None,
-        Err(err) => return Err(err),
-    };
-    // The thread starts with every signal blocked (it inherits this thread's
-    // mask while it is set), so signals sent to the process keep reaching the
-    // function's threads exactly as without the watchdog.
-    let blocked = sys::SignalsBlocked::new();
-    let (started, running) = std::sync::mpsc::sync_channel::<()>(0);
-    let spawned = std::thread::Builder::new()
-        .name("pynisher-watch".into())
-        .stack_size(256 << 10)
-        .spawn(move || {
-            // Allocate once now, so that the thread's malloc arena (glibc
-            // reserves 64 MiB of address space for it) exists before the
-            // address-space limit is set and is not charged to the call.
-            drop(std::hint::black_box(Box::new(0u64)));
-            let _ = started.send(());
-            if let Some(pidfd) = pidfd {
-                wait_for_exit(&pidfd, parent);
-            }
-            tree::kill_own_descendants(WATCH_KILL_TIMEOUT);
-            // SAFETY: kill and getpid have no memory-safety preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        });
-    drop(blocked);
-    spawned?;
-    let _ = running.recv();
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    Ok(())
-}
-
-fn wait_for_exit(pidfd: &std::os::fd::OwnedFd, parent: Pid) {
-    use std::os::fd::AsRawFd;
-    let mut fallback = false;
-    loop {
-        // SAFETY: getppid has no preconditions.
-        if unsafe { libc::getppid() } != parent {
-            return;
-        }
-        if fallback {
-            std::thread::sleep(WATCH_FALLBACK_INTERVAL);
-            continue;
-        }
-        let mut fds = [libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        match sys::poll(&mut fds, Some(WATCH_FALLBACK_INTERVAL)) {
-            Ok(0) => {}
-            Ok(_) if fds[0].revents & libc::POLLNVAL != 0 => fallback = true,
-            Ok(_) => return,
-            Err(_) => fallback = true,
-        }
-    }
 }
 
 /// Lowers a limit to `soft`/`hard`, never above an existing hard limit (a

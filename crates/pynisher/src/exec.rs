@@ -475,7 +475,8 @@ pub const INTERPRETER_MEMFD: RawFd = 4;
 /// `program` passes itself). Only the early setup runs before the exec; the
 /// interpreter applies the limits itself once started and then sends a
 /// [`Tag::Ready`](crate::channel::Tag::Ready) frame, so start-up is not
-/// charged to the call.
+/// charged to the call. Before it runs any of the call's code it must split
+/// off the call's guardian with [`guardian::split`](crate::guardian::split).
 ///
 /// # Errors
 /// As [`start`], plus failures to create the channel or the pidfd.
@@ -503,6 +504,7 @@ pub fn start_interpreter(
     )?
     .with_cgroup(cgroup);
     supervised.expect_startup();
+    supervised.expect_guardian();
     Ok(supervised)
 }
 

@@ -1,18 +1,14 @@
 //! Run code in a forked child under limits.
 
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::channel::{self, Sender, Tag};
 use crate::child::ChildSetup;
 use crate::error::{Error, Result};
+use crate::guardian;
 use crate::limits::Limits;
 use crate::supervisor::Supervised;
-use crate::tree;
-
-/// How long a child may spend killing its own descendants before it exits
-/// anyway; the supervisor's group kill is the backstop.
-const SELF_CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Exit code of a child whose body returned without sending a frame.
 pub const EXIT_NO_FRAME: i32 = 70;
@@ -98,14 +94,16 @@ where
     }
     drop(write_end);
     drop(child_memfd);
-    Ok(Supervised::new(
+    let mut supervised = Supervised::new(
         pid,
         Some(receiver),
         limits.clone(),
         started,
         options.terminate_descendants,
     )?
-    .with_cgroup(cgroup))
+    .with_cgroup(cgroup);
+    supervised.expect_guardian();
+    Ok(supervised)
 }
 
 fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
@@ -124,39 +122,31 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
     if let Err(err) = setup.apply_early() {
         fail(sender, err);
     }
-    // If this fails the parent-death signal stays armed: the child still
-    // dies with the caller, only its descendants might not. It runs before
-    // the limits so that its thread is not charged to the call.
-    let _ = crate::child::watch_parent(setup.parent());
+    // This process stays behind as the call's guardian; the body runs in its
+    // child. No hook runs around this fork: the embedder's `after_child`
+    // runs once, below, in the process that runs the body.
+    // SAFETY: this freshly forked child has a single thread.
+    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, &NoHooks) } {
+        fail(sender, err);
+    }
     if let Err(err) = setup.apply_limits() {
         fail(sender, err);
     }
     hooks.after_child();
     body(sender);
-    finish_child(sender.has_sent(), terminate_descendants)
+    finish_child(sender.has_sent())
 }
 
-/// Ends a child once its result is sent: kills what it started (if asked),
-/// then `_exit`s with 0, or [`EXIT_NO_FRAME`] if it sent nothing. Used by
-/// forked children and by fresh interpreters alike.
-pub fn finish_child(sent: bool, terminate_descendants: bool) -> ! {
-    if terminate_descendants && has_children() {
-        tree::kill_own_descendants(SELF_CLEANUP_TIMEOUT);
+/// Ends the process that ran a call once its result is sent (or not):
+/// tells the guardian whether the result was sent, then `_exit`s with 0, or
+/// [`EXIT_NO_FRAME`] if it sent nothing. The guardian kills what the call
+/// started. Used by forked children and by fresh interpreters alike.
+pub fn finish_child(sent: bool) -> ! {
+    if sent {
+        guardian::mark_result_sent();
     }
     let code = if sent { 0 } else { EXIT_NO_FRAME };
     // SAFETY: _exit ends the process without running the parent's atexit
     // handlers or destructors, which belong to the parent.
     unsafe { libc::_exit(code) }
-}
-
-/// Whether the calling process has any child, live or zombie. A subreaper
-/// without children has no descendants at all, so the costly scan of
-/// `/proc` can be skipped.
-fn has_children() -> bool {
-    // SAFETY: siginfo_t is plain data; waitid only writes to it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT;
-    // SAFETY: `info` is valid for writes; WNOWAIT leaves any child unreaped.
-    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
-    !(ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }

@@ -11,15 +11,15 @@
 //! call's own socket.
 //!
 //! The server dies with its caller (parent-death signal, and end of file on
-//! its control socket), and every call child dies with the server (its
-//! watchdog), so nothing outlives the caller.
+//! its control socket), and every call's tree dies with the server (the
+//! call's guardian watches it), so nothing outlives the caller.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::channel;
-use crate::child::{self, ChildSetup};
+use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{self, Program};
 use crate::fork::{self, ForkHooks};
@@ -123,6 +123,7 @@ impl ForkServer {
             terminate_descendants,
         );
         supervised.expect_startup();
+        supervised.expect_guardian();
         Ok(supervised)
     }
 }
@@ -226,12 +227,14 @@ pub unsafe fn serve<H: ForkHooks>(
                 let mut buf = [0u8; 128];
                 let mut sender = channel::Sender::new(call.result, call.memfd);
                 let _ = sender.send(channel::Tag::SetupFailed, &[err.describe(&mut buf)]);
-                fork::finish_child(true, false);
+                fork::finish_child(true);
             }
-            let _ = child::watch_parent(setup.parent());
             hooks.after_child();
+            // `child_main` splits off the call's guardian (see
+            // [`guardian::split`](crate::guardian::split)) once it knows the
+            // call's options.
             child_main(call);
-            fork::finish_child(false, true);
+            fork::finish_child(false);
         }
         hooks.after_parent();
         if pid < 0 {

@@ -7,15 +7,19 @@
 //!   supervisor's own reason for killing the tree; then the kernel's evidence
 //!   (SIGXCPU, or CPU time at or over the limit); otherwise the call crashed,
 //!   and the exit code or signal name says how.
-//! - **No process left behind.** The child is a subreaper in its own process
-//!   group, so orphans stay findable. Every descendant the supervisor sees gets
-//!   a pidfd, which names it even after its parent died and is immune to pid
-//!   reuse. The tree is frozen with SIGSTOP before it is killed, so nothing can
-//!   fork behind the kill.
+//! - **No process left behind.** Each forked call is two processes: a
+//!   [guardian](guardian), a subreaper in the call's own process group, and
+//!   its child, which runs the function. Whatever the function starts stays
+//!   below the guardian, even after a `setsid` or a double fork, and the
+//!   guardian kills it all once the function's process ends, however it
+//!   ends. Every descendant the supervisor sees gets a pidfd, which is immune
+//!   to pid reuse, and the tree is frozen with SIGSTOP before it is killed, so
+//!   nothing can fork behind the kill.
 //! - **No deadlock on large results.** Payloads up to 60 KiB go through a pipe
 //!   that the supervisor drains as it waits; larger ones through a memfd.
-//! - **The caller dies, the tree dies.** The child has a parent-death signal of
-//!   SIGKILL.
+//! - **The caller dies, the tree dies.** The guardian waits on a pidfd of the
+//!   caller and kills the tree when it exits; its child has a parent-death
+//!   signal of SIGKILL.
 //!
 //! # Why the design holds
 //!
@@ -35,6 +39,7 @@ mod error;
 pub mod exec;
 pub mod fork;
 pub mod forkserver;
+pub mod guardian;
 mod limits;
 mod outcome;
 pub mod supervisor;

@@ -62,6 +62,9 @@ pub struct Supervised {
     expects_ready: bool,
     /// The call's own cgroup, when the kernel enforces the resident limit.
     cgroup: Option<CallCgroup>,
+    /// The child is a call's [guardian](crate::guardian), which kills what
+    /// the call left behind before it exits.
+    guarded: bool,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -183,6 +186,7 @@ impl Supervised {
             interrupt_signal: None,
             expects_ready: false,
             cgroup: None,
+            guarded: false,
         }
     }
 
@@ -243,6 +247,14 @@ impl Supervised {
     /// of the wall-time limit or [`STARTUP_BUDGET`], whichever is longer.
     pub fn expect_startup(&mut self) {
         self.expects_ready = true;
+    }
+
+    /// Tells the supervisor that the child is a call's
+    /// [guardian](crate::guardian): once it has exited, whatever the call
+    /// started is dead already (or was meant to survive), so no scan of the
+    /// tree is needed unless the supervisor itself stopped the call.
+    pub fn expect_guardian(&mut self) {
+        self.guarded = true;
     }
 
     /// On an interrupt, first send `signal` to the tree and give it the grace
@@ -443,10 +455,11 @@ impl Supervised {
             rx.pump();
         }
         let has_result = self.has_result();
-        // A child that delivered its result has already killed its own
-        // descendants if asked to; only a limit, a crash or a command needs
-        // the (costlier) scan here. The group kill is one cheap backstop.
-        let must_scan = self.terminate_descendants && (!has_result || tree.members_seen() > 0);
+        // A guardian has already killed what the call left (unless it was
+        // meant to survive); only a limit or a command needs the (costlier)
+        // scan here. The group kill is one cheap backstop.
+        let must_scan =
+            !self.guarded && self.terminate_descendants && (!has_result || tree.members_seen() > 0);
         if kill_reason.is_some() || must_scan {
             self.kill_tree(&mut tree);
         } else if self.terminate_descendants {

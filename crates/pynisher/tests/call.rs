@@ -222,6 +222,41 @@ fn processes_the_closure_starts_do_not_survive() {
 }
 
 #[test]
+fn a_process_that_left_the_group_dies_with_a_child_that_exits_at_once() {
+    // The closure's process exits without a result a moment after starting
+    // a process in a new session: no scan of the tree can have seen it yet,
+    // and the process-group kill does not reach it. The call's guardian,
+    // which inherits it as an orphan, must kill it before the call returns.
+    for terminate_descendants in [true, false] {
+        let marker = marker();
+        let options = ForkOptions {
+            name: None,
+            terminate_descendants,
+        };
+        let closure = || {
+            #[allow(clippy::zombie_processes)]
+            let _child = std::process::Command::new("setsid")
+                .args(["sleep", &marker])
+                .spawn()
+                .unwrap();
+            // SAFETY: _exit ends the child at once; nothing else runs.
+            unsafe { libc::_exit(3) }
+        };
+        // SAFETY: as in `run`.
+        let outcome: CallOutcome<()> =
+            unsafe { call_unchecked(&limits(), &options, closure) }.unwrap();
+        assert!(matches!(
+            outcome.result,
+            Err(Failure::Crashed {
+                exit: Some(Exit::Code(3)),
+                ..
+            })
+        ));
+        assert_eq!(common::live_with_marker(&marker), Vec::<i32>::new());
+    }
+}
+
+#[test]
 fn the_safe_call_refuses_a_multi_threaded_process() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let other = std::thread::spawn(move || rx.recv());

@@ -23,16 +23,31 @@ pub fn alive_with_marker(pid: i32, marker: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = stat
+    let fields: Vec<&str> = stat
         .rfind(')')
-        .and_then(|close| stat[close + 1..].split_whitespace().next())
-        .unwrap_or("X");
-    if matches!(state, "Z" | "X" | "x") {
+        .map(|close| stat[close + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    if matches!(fields.first(), None | Some(&"Z" | &"X" | &"x")) {
         return false;
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
-        .unwrap_or(false)
+    // Kernel threads (PF_KTHREAD) have no command line at all.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return false;
+    }
+    // A process in the middle of execve shows an empty command line for a
+    // moment; only a process that is gone keeps it empty.
+    for _ in 0..100 {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmdline) if cmdline.is_empty() => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(cmdline) => return String::from_utf8_lossy(&cmdline).contains(marker),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Every live process whose command line contains `marker`.
