@@ -668,13 +668,14 @@ fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
 /// call; the guardian never returns.
 #[pyfunction]
 fn child_split(parent: i32, terminate_child_processes: bool) -> PyResult<()> {
-    // SAFETY: called with the GIL held in a child with a single thread (a
-    // fresh interpreter, or a fork of the single-threaded forkserver).
-    unsafe { pynisher::guardian::split(parent, terminate_child_processes, &PythonForkHooks) }
-        .map_err(|err| {
-            let mut buf = [0u8; 128];
-            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
-        })
+    // SAFETY: called in a child with a single thread (a fresh interpreter, or
+    // a fork of the single-threaded forkserver), never in the caller. The
+    // guardian never runs Python; the process that returns goes on as this
+    // same interpreter.
+    unsafe { pynisher::guardian::split(parent, terminate_child_processes) }.map_err(|err| {
+        let mut buf = [0u8; 128];
+        PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
+    })
 }
 
 /// Ends a child: tells its guardian whether the result was sent, and

@@ -123,10 +123,10 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
         fail(sender, err);
     }
     // This process stays behind as the call's guardian; the body runs in its
-    // child. No hook runs around this fork: the embedder's `after_child`
-    // runs once, below, in the process that runs the body.
-    // SAFETY: this freshly forked child has a single thread.
-    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, &NoHooks) } {
+    // child, which shares its memory.
+    // SAFETY: this freshly forked child has a single thread and is not the
+    // caller.
+    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants) } {
         fail(sender, err);
     }
     if let Err(err) = setup.apply_limits() {

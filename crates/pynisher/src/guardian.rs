@@ -7,10 +7,10 @@
 //! descendant that calls `setsid` or double-forks, is reparented to the
 //! guardian when its own parent dies, never to init, so it can always be
 //! found. When the function's process ends, however it ends (a result, an
-//! error, a crash, `os._exit`, SIGKILL), the guardian kills every descendant
-//! left (unless the call delivered its result and the caller asked to keep
-//! them), reaps them, and exits with the function's own exit status. The
-//! supervisor sees the guardian's exit as the end of the call; its rusage
+//! error, a crash, `os._exit`, SIGKILL), the guardian freezes and kills every
+//! descendant left (unless the call delivered its result and the caller asked
+//! to keep them), reaps them, and exits with the function's own exit status.
+//! The supervisor sees the guardian's exit as the end of the call; its rusage
 //! covers the function and everything the guardian reaped.
 //!
 //! Without the guardian, a descendant that left the process group and whose
@@ -22,40 +22,53 @@
 //! the guardian, has a single thread. So no watchdog thread runs inside the
 //! function's process.
 //!
-//! The guardian blocks every signal: the supervisor's SIGTERM, SIGXCPU or
-//! SIGINT is meant for the function, and reaches it through the process
-//! group and the tree's pidfds. Only SIGKILL and SIGSTOP, which freeze and
-//! kill the whole tree at once, act on it.
+//! # Why it costs next to nothing
+//!
+//! The guardian is split off with `clone(CLONE_VM)`: the function's process
+//! shares the guardian's memory instead of copying its page tables, which for
+//! a forked caller of a few GB would double the cost of the call. The
+//! function's process goes on from the split on the original stack, exactly
+//! as after a fork; the guardian moves to a small stack of its own at once.
+//! Because the memory (thread-local storage included) is shared, the guardian
+//! never allocates, never takes a lock, never uses `errno`
+//! ([`crate::sys::raw`]) and never runs Python. Its signals are blocked, so
+//! no handler can run on the shared stack: the supervisor's SIGTERM, SIGXCPU
+//! or SIGINT is meant for the function and reaches it through the process
+//! group and the tree's pidfds. Only SIGKILL and SIGSTOP act on the guardian.
+//!
+//! One consequence: a core dump of the function's process kills every process
+//! that shares its memory, the guardian too. Processes the function started
+//! and that left its process group can then outlive the call, unless the
+//! supervisor's scan had seen them.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::child::SetupError;
-use crate::fork::ForkHooks;
-use crate::sys::{self, Pid};
-use crate::tree;
+use crate::sys::raw;
 
-/// How long the guardian may spend killing the tree; the supervisor's own
-/// kill is the backstop.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Exit code of a guardian whose caller died: nobody reads it.
 const EXIT_CALLER_GONE: i32 = 137;
-const NAME: &std::ffi::CStr = c"pynisher-guard";
+const NAME: &[u8; 15] = b"pynisher-guard\0";
+/// The guardian's own stack, in the memory it shares with the function.
+const STACK_SIZE: usize = 256 << 10;
+/// How many descendants the guardian can freeze and kill in one pass; more
+/// are killed in further passes.
+const MAX_DESCENDANTS: usize = 4096;
+/// How long the guardian waits for SIGSTOP to take effect.
+const STOP_SETTLE_MICROS: u64 = 100_000;
+/// How long the guardian may spend killing the tree; the supervisor's own
+/// kill is the backstop.
+const CLEANUP_MICROS: u64 = 2_000_000;
 
-/// In the function's process: the flag, shared with the guardian, that says
-/// the result frame was sent. Null outside a guarded call.
-static RESULT_SENT: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
+/// Set by the function's process once its result frame is sent; read by the
+/// guardian, which shares this memory.
+static RESULT_SENT: AtomicBool = AtomicBool::new(false);
 
 /// Tells the guardian that the call delivered its result, so that with
-/// `terminate_descendants` off its descendants may outlive it. Does nothing
+/// `terminate_descendants` off its descendants may outlive it. Harmless
 /// outside a guarded call. Async-signal-safe.
 pub fn mark_result_sent() {
-    let flag = RESULT_SENT.load(Ordering::Acquire);
-    if !flag.is_null() {
-        // SAFETY: a non-null pointer is the shared page mapped in `split`,
-        // which stays mapped for the life of the process.
-        unsafe { (*flag).store(true, Ordering::Release) };
-    }
+    RESULT_SENT.store(true, Ordering::Release);
 }
 
 /// Splits the calling process in two: the child returns `Ok` and runs the
@@ -65,138 +78,160 @@ pub fn mark_result_sent() {
 /// [`ChildSetup::apply_early`](crate::child::ChildSetup::apply_early) (own
 /// process group, child subreaper) and before the limits, which apply to the
 /// function's process only. `parent` is the process to watch (the caller, or
-/// the forkserver), the parent of the calling process. `hooks.before` runs
-/// before the fork and `hooks.after_child` in the child; the guardian runs no
-/// hook, since it never returns to the embedder's code.
+/// the forkserver), the parent of the calling process.
 ///
 /// # Safety
-/// As `fork(2)`: the calling process should have a single thread.
+/// The calling process must have a single thread, and must not be the
+/// caller's own process: it becomes the guardian.
 ///
 /// # Errors
-/// The shared page or the fork failed; the process is then unchanged.
-pub unsafe fn split<H: ForkHooks>(
-    parent: Pid,
-    terminate_descendants: bool,
-    hooks: &H,
-) -> Result<(), SetupError> {
-    // SAFETY: an anonymous shared mapping with no address hint; the result is
-    // checked before use.
-    let page = unsafe {
+/// The guardian's stack or the clone failed; the process is then unchanged.
+pub unsafe fn split(parent: libc::pid_t, terminate_descendants: bool) -> Result<(), SetupError> {
+    // SAFETY: an anonymous private mapping with no address hint; the result
+    // is checked before use.
+    let stack = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            std::mem::size_of::<AtomicBool>(),
+            STACK_SIZE,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
-    if page == libc::MAP_FAILED {
+    if stack == libc::MAP_FAILED {
         return Err(SetupError {
-            step: "mmap (the guardian's flag)",
-            errno: errno(),
+            step: "mmap (the guardian's stack)",
+            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
         });
     }
-    // A fresh anonymous page is zeroed: the flag starts false.
-    let sent = page.cast::<AtomicBool>();
+    RESULT_SENT.store(false, Ordering::Release);
     // SAFETY: getpid has no preconditions.
     let guardian = unsafe { libc::getpid() };
-    // The guardian must never act on a signal meant for the function, not
-    // even in the instant after the fork; the child restores the mask.
-    let blocked = sys::SignalsBlocked::new();
-    hooks.before();
-    // SAFETY: the caller upholds fork's contract (see above).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = errno();
-        hooks.after_parent();
-        drop(blocked);
+    // No signal handler may run in the guardian: it would run on the stack
+    // the child goes on using. The child restores the mask.
+    let previous = raw::sigprocmask(libc::SIG_SETMASK, u64::MAX);
+    // SAFETY: the stack was just mapped for the guardian alone and its top is
+    // page-aligned; every signal is blocked; `guard` never returns and keeps
+    // to raw system calls on its own stack.
+    let ret = unsafe {
+        raw::clone_vm_split(
+            stack.cast::<u8>().add(STACK_SIZE),
+            guard,
+            parent,
+            usize::from(terminate_descendants),
+            cached_tid_slot(),
+        )
+    };
+    raw::sigprocmask(libc::SIG_SETMASK, previous);
+    if ret < 0 {
+        // SAFETY: the mapping made above, used by nobody.
+        unsafe { libc::munmap(stack, STACK_SIZE) };
         return Err(SetupError {
-            step: "fork (the call's process)",
-            errno: err,
+            step: "clone (the call's process)",
+            errno: (-ret) as i32,
         });
     }
-    if pid == 0 {
-        drop(blocked);
-        // SAFETY: prctl and getppid with integer arguments only.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(SetupError {
-                    step: "prctl(PR_SET_PDEATHSIG)",
-                    errno: errno(),
-                });
-            }
-            // The guardian may have been killed before the signal was armed.
-            if libc::getppid() != guardian {
-                libc::_exit(EXIT_CALLER_GONE);
+    // The function's process, on the original stack.
+    // SAFETY: prctl and getppid with integer arguments only.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(SetupError {
+                step: "prctl(PR_SET_PDEATHSIG)",
+                errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            });
+        }
+        // The guardian may have been killed before the signal was armed.
+        if libc::getppid() != guardian {
+            libc::_exit(EXIT_CALLER_GONE);
+        }
+    }
+    Ok(())
+}
+
+/// Where glibc keeps the calling thread's id, which it caches (in `struct
+/// pthread`) and uses for `pthread_self()`-based calls such as
+/// `pthread_getcpuclockid` or `pthread_setaffinity_np`. `fork` updates it in
+/// the child; a raw `clone` does not, so the kernel is asked to write the new
+/// id there (`CLONE_CHILD_SETTID`). glibc does not publish the field's
+/// offset: it is found as the only slot near the start of the structure that
+/// holds the thread's id. Null if it is not exactly one, or not glibc.
+fn cached_tid_slot() -> *mut libc::pid_t {
+    #[cfg(target_env = "gnu")]
+    {
+        // glibc's struct pthread is larger than this on every architecture.
+        const SEARCH: usize = 1024;
+        // SAFETY: gettid and pthread_self have no preconditions.
+        let (me, base) = unsafe { (libc::gettid(), libc::pthread_self() as *mut u8) };
+        let mut slot = std::ptr::null_mut();
+        let mut matches = 0;
+        for offset in (0..SEARCH).step_by(std::mem::size_of::<libc::pid_t>()) {
+            // SAFETY: within the calling thread's struct pthread, aligned
+            // like its int fields.
+            let candidate = unsafe { base.add(offset) }.cast::<libc::pid_t>();
+            // SAFETY: as above; a read of plain data.
+            if unsafe { candidate.read_volatile() } == me {
+                slot = candidate;
+                matches += 1;
             }
         }
-        RESULT_SENT.store(sent, Ordering::Release);
-        hooks.after_child();
-        return Ok(());
+        if matches == 1 {
+            return slot;
+        }
     }
-    // SAFETY: `sent` points into the shared page mapped above, which is never
-    // unmapped.
-    guard(pid, parent, terminate_descendants, unsafe { &*sent })
+    std::ptr::null_mut()
 }
 
 /// The guardian's life: wait for the function's process or the caller,
-/// whichever ends first, clean up, and exit.
-fn guard(function: Pid, parent: Pid, terminate_descendants: bool, sent: &AtomicBool) -> ! {
-    // SAFETY: plain system calls; NAME is a NUL-terminated string of at most
-    // 16 bytes. The descriptors inherited from the caller belong to the
-    // function's process: holding them here would keep pipes open and
-    // sockets alive longer than the call, and use up the caller's fd limit.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, NAME.as_ptr(), 0, 0, 0);
-        libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0);
-    }
-    let parent_fd = match sys::pidfd_open(parent) {
-        Ok(fd) => Some(fd),
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => caller_gone(),
+/// whichever ends first, clean up, and exit. Runs on its own stack, in
+/// memory shared with the function's process.
+extern "C" fn guard(parent: libc::pid_t, terminate: usize, function: libc::pid_t) -> ! {
+    let _ = raw::prctl(libc::PR_SET_NAME, NAME.as_ptr() as usize);
+    // The descriptors inherited from the caller belong to the function's
+    // process: holding them here would keep pipes open and sockets alive
+    // longer than the call, and use up the fd limit.
+    raw::close_range(3, u32::MAX);
+    let parent_fd = match raw::pidfd_open(parent) {
+        Ok(fd) => fd,
+        Err(libc::ESRCH) => caller_gone(),
         // The parent-death signal stays armed instead: it kills the guardian,
         // and with it the function's process, when the caller dies.
-        Err(_) => None,
+        Err(_) => -1,
     };
     // The parent may have died before its pidfd was opened; then this
     // process was reparented and the pidfd names another process.
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent {
+    if raw::getppid() != parent {
         caller_gone();
     }
-    if parent_fd.is_some() {
+    if parent_fd >= 0 {
         // From here on the pidfd watches the parent, and the guardian cleans
         // up before it exits; the parent-death signal would kill it first.
-        // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+        let _ = raw::prctl(libc::PR_SET_PDEATHSIG, 0);
     }
-    let function_fd = match sys::pidfd_open(function) {
-        Ok(fd) => fd,
-        // Not expected for an unreaped child; waiting for it alone still
-        // guards everything but the caller's death.
-        Err(_) => function_ended(function, terminate_descendants, sent),
+    let terminate = terminate != 0;
+    let Ok(function_fd) = raw::pidfd_open(function) else {
+        // Not expected for an unreaped child: wait for it alone.
+        function_ended(function, terminate);
     };
-    use std::os::fd::AsRawFd;
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: function_fd.as_raw_fd(),
+                fd: function_fd,
                 events: libc::POLLIN,
                 revents: 0,
             },
             libc::pollfd {
-                // A negative descriptor is skipped by poll.
-                fd: parent_fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                // A negative descriptor is skipped.
+                fd: parent_fd,
                 events: libc::POLLIN,
                 revents: 0,
             },
         ];
-        if sys::poll(&mut fds, None).is_err() {
-            // Cannot wait on both: wait for the function alone.
-            function_ended(function, terminate_descendants, sent);
+        if raw::poll_forever(&mut fds).is_err() {
+            function_ended(function, terminate);
         }
         if fds[0].revents != 0 {
-            function_ended(function, terminate_descendants, sent);
+            function_ended(function, terminate);
         }
         if fds[1].revents != 0 {
             caller_gone();
@@ -205,73 +240,355 @@ fn guard(function: Pid, parent: Pid, terminate_descendants: bool, sent: &AtomicB
 }
 
 /// The function's process has exited: reap it, clean up, and exit as it did.
-fn function_ended(function: Pid, terminate_descendants: bool, sent: &AtomicBool) -> ! {
-    let status = match sys::wait4(function, true) {
-        Ok(Some((status, _))) => status,
-        // Cannot happen for an unreaped child; report a plain failure.
-        _ => 1 << 8,
-    };
-    let keep = sent.load(Ordering::Acquire) && !terminate_descendants;
-    if !keep && has_children() {
-        tree::kill_own_descendants(CLEANUP_TIMEOUT);
+fn function_ended(function: libc::pid_t, terminate: bool) -> ! {
+    let mut status = 1 << 8;
+    if raw::wait4(function, &mut status, libc::__WALL).is_err() {
+        status = 1 << 8;
+    }
+    let keep = RESULT_SENT.load(Ordering::Acquire) && !terminate;
+    // A subreaper without children has no descendants at all: the scan of
+    // /proc, the costly part, is only needed if something was left.
+    if !keep && raw::has_children() {
+        kill_descendants();
     }
     // Reaping what exited folds its CPU time into this process's rusage,
     // which the supervisor reads.
-    sys::reap_exited_children();
+    reap_exited();
     exit_like(status)
 }
 
 /// The caller (or the forkserver) is gone: kill the whole tree and exit.
 fn caller_gone() -> ! {
-    tree::kill_own_descendants(CLEANUP_TIMEOUT);
-    // SAFETY: _exit has no preconditions.
-    unsafe { libc::_exit(EXIT_CALLER_GONE) }
+    kill_descendants();
+    reap_exited();
+    raw::exit_group(EXIT_CALLER_GONE)
 }
 
 /// Ends this process the way `status` (from `wait4`) says the function's
 /// process ended: with its exit code, or killed by its signal.
-fn exit_like(status: libc::c_int) -> ! {
+fn exit_like(status: i32) -> ! {
     if libc::WIFSIGNALED(status) {
         let signal = libc::WTERMSIG(status);
-        // SAFETY: plain system calls on local data. No core dump: the
-        // function's process made its own, if the caller allowed one.
-        unsafe {
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            libc::signal(signal, libc::SIG_DFL);
-            let mut only: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut only);
-            libc::sigaddset(&mut only, signal);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
-            libc::kill(libc::getpid(), signal);
-            // Only a signal whose default is to ignore gets here.
-            libc::_exit(128 + signal)
-        }
+        // No core dump of the guardian: it would dump the function's memory
+        // again (the function's process made its own, if allowed). The
+        // function's process is gone, so nothing else uses this memory.
+        let _ = raw::prctl(libc::PR_SET_DUMPABLE, 0);
+        raw::default_action(signal);
+        raw::sigprocmask(libc::SIG_UNBLOCK, raw::sigbit(signal));
+        let _ = raw::kill(raw::getpid(), signal);
+        // Only a signal whose default is to ignore gets here.
+        raw::exit_group(128 + signal);
     }
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         1
     };
-    // SAFETY: _exit has no preconditions.
-    unsafe { libc::_exit(code) }
+    raw::exit_group(code)
 }
 
-/// Whether the calling process has any child, live or zombie. A subreaper
-/// without children has no descendants at all, so the costly scan of
-/// `/proc` can be skipped.
-fn has_children() -> bool {
-    // SAFETY: siginfo_t is plain data; waitid only writes to it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG | libc::WNOWAIT;
-    // SAFETY: `info` is valid for writes; WNOWAIT leaves any child unreaped.
-    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
-    !(ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+/// Reaps every child that has exited, without blocking.
+fn reap_exited() {
+    let mut status = 0;
+    while let Ok(pid) = raw::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL) {
+        if pid == 0 {
+            return;
+        }
+    }
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// A fixed set of pids, on the guardian's stack.
+struct PidSet {
+    pids: [libc::pid_t; MAX_DESCENDANTS],
+    len: usize,
+}
+
+impl PidSet {
+    fn contains(&self, pid: libc::pid_t) -> bool {
+        self.pids.iter().take(self.len).any(|p| *p == pid)
+    }
+
+    /// Adds `pid`; false if the set is full.
+    fn insert(&mut self, pid: libc::pid_t) -> bool {
+        match self.pids.get_mut(self.len) {
+            Some(slot) => {
+                *slot = pid;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = libc::pid_t> + '_ {
+        self.pids.iter().take(self.len).copied()
+    }
+}
+
+/// Freezes every descendant of this process (SIGSTOP as soon as it is found,
+/// so none can fork behind the scan), scans until nothing new turns up, then
+/// kills them all and reaps its own children. As a subreaper, the guardian
+/// is the parent of every orphan of the call, so the scan misses nothing.
+///
+/// Pids rather than pidfds: a frozen process cannot exit, and the pid of a
+/// child that exited stays reserved until the guardian reaps it.
+fn kill_descendants() {
+    let me = raw::getpid();
+    let deadline = raw::now_micros().wrapping_add(CLEANUP_MICROS);
+    loop {
+        let mut found = PidSet {
+            pids: [0; MAX_DESCENDANTS],
+            len: 0,
+        };
+        // Passes over /proc until one finds nothing new: a pass can meet a
+        // child before its parent.
+        while scan_descendants(me, &mut found) > 0 && found.len < MAX_DESCENDANTS {
+            wait_stopped(&found);
+            if raw::now_micros() > deadline {
+                break;
+            }
+        }
+        if found.len == 0 {
+            return;
+        }
+        for pid in found.iter() {
+            let _ = raw::kill(pid, libc::SIGKILL);
+        }
+        wait_children_gone(deadline);
+        // A full set may have left some behind; so may a deadline.
+        if found.len < MAX_DESCENDANTS || raw::now_micros() > deadline {
+            return;
+        }
+    }
+}
+
+/// One pass over /proc: adds (and stops) every process whose parent is
+/// `root` or already in `found`. Returns how many it added.
+fn scan_descendants(root: libc::pid_t, found: &mut PidSet) -> usize {
+    let Ok(dir) = raw::open_read(b"/proc\0", true) else {
+        return 0;
+    };
+    let mut added = 0;
+    let mut entries = [0u8; 16 << 10];
+    'read: while let Ok(n) = raw::getdents64(dir, &mut entries) {
+        if n == 0 {
+            break;
+        }
+        for pid in dirent_pids(entries.get(..n).unwrap_or(&[])) {
+            if pid == root || found.contains(pid) {
+                continue;
+            }
+            let Some(stat) = read_stat(pid) else {
+                continue;
+            };
+            if stat.ppid == root || found.contains(stat.ppid) {
+                let _ = raw::kill(pid, libc::SIGSTOP);
+                if !found.insert(pid) {
+                    break 'read;
+                }
+                added += 1;
+            }
+        }
+    }
+    raw::close(dir);
+    added
+}
+
+/// Waits until every process in `found` is stopped or dead, at most
+/// [`STOP_SETTLE_MICROS`]. One in uninterruptible sleep may never stop; it
+/// is killed regardless.
+fn wait_stopped(found: &PidSet) {
+    let until = raw::now_micros().wrapping_add(STOP_SETTLE_MICROS);
+    while raw::now_micros() < until {
+        let running = found.iter().any(|pid| {
+            read_stat(pid).is_some_and(|s| !matches!(s.state, b'T' | b't' | b'Z' | b'X'))
+        });
+        if !running {
+            return;
+        }
+        raw::sleep_micros(200);
+    }
+}
+
+/// Reaps children until none is left or `deadline` (microseconds) passes.
+fn wait_children_gone(deadline: u64) {
+    let mut status = 0;
+    loop {
+        match raw::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL) {
+            Err(_) => return, // ECHILD: none left
+            Ok(0) => {
+                if raw::now_micros() > deadline {
+                    return;
+                }
+                raw::sleep_micros(500);
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the guardian needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    state: u8,
+    ppid: libc::pid_t,
+}
+
+/// Reads `/proc/<pid>/stat` into a stack buffer.
+fn read_stat(pid: libc::pid_t) -> Option<Stat> {
+    let mut path = [0u8; 32];
+    let len = stat_path(pid, &mut path);
+    let fd = raw::open_read(path.get(..len)?, false).ok()?;
+    let mut buf = [0u8; 512];
+    let n = raw::read(fd, &mut buf);
+    raw::close(fd);
+    parse_stat(buf.get(..n.ok()?)?)
+}
+
+/// Writes "/proc/<pid>/stat\0" into `out`; returns its length with the NUL.
+fn stat_path(pid: libc::pid_t, out: &mut [u8; 32]) -> usize {
+    let mut digits = [0u8; 12];
+    let mut value = pid.unsigned_abs();
+    let mut count = 0;
+    loop {
+        if let Some(d) = digits.get_mut(count) {
+            *d = b'0' + (value % 10) as u8;
+        }
+        count += 1;
+        value /= 10;
+        if value == 0 || count >= digits.len() {
+            break;
+        }
+    }
+    let mut at = 0;
+    let mut push = |byte: u8| {
+        if let Some(slot) = out.get_mut(at) {
+            *slot = byte;
+            at += 1;
+        }
+    };
+    b"/proc/".iter().for_each(|b| push(*b));
+    (0..count)
+        .rev()
+        .for_each(|i| push(digits.get(i).copied().unwrap_or(b'0')));
+    b"/stat\0".iter().for_each(|b| push(*b));
+    at
+}
+
+/// Parses "pid (comm) state ppid ...". The command name may hold spaces and
+/// parentheses, so the fields start after the last ')'.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|b| *b == b')')?;
+    let mut fields = text
+        .get(close + 1..)?
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let ppid = parse_decimal(fields.next()?)?;
+    Some(Stat { state, ppid })
+}
+
+fn parse_decimal(text: &[u8]) -> Option<libc::pid_t> {
+    if text.is_empty() || text.len() > 10 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for b in text {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(b - b'0');
+    }
+    libc::pid_t::try_from(value).ok()
+}
+
+/// The pids among the `linux_dirent64` records in `buf`: the entries whose
+/// names are all digits.
+fn dirent_pids(buf: &[u8]) -> impl Iterator<Item = libc::pid_t> + '_ {
+    // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+    const NAME_AT: usize = 19;
+    let mut at = 0usize;
+    std::iter::from_fn(move || loop {
+        let record = buf.get(at..)?;
+        let reclen = usize::from(u16::from_ne_bytes([*record.get(16)?, *record.get(17)?]));
+        if reclen < NAME_AT {
+            return None;
+        }
+        at += reclen;
+        let name = record.get(NAME_AT..reclen)?;
+        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+        if let Some(pid) = parse_decimal(name) {
+            return Some(pid);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_names() {
+        assert_eq!(
+            parse_stat(b"42 (a b) c)) S 17 42 42 0 -1"),
+            Some(Stat {
+                state: b'S',
+                ppid: 17
+            })
+        );
+        assert_eq!(
+            parse_stat(b"42 (x) Z 1"),
+            Some(Stat {
+                state: b'Z',
+                ppid: 1
+            })
+        );
+        assert_eq!(parse_stat(b"42 (x)"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+        assert_eq!(parse_stat(b"1 (x) R 99999999999"), None);
+    }
+
+    #[test]
+    fn builds_stat_paths() {
+        let mut out = [0u8; 32];
+        let len = stat_path(123_456, &mut out);
+        assert_eq!(&out[..len], b"/proc/123456/stat\0");
+        let len = stat_path(0, &mut out);
+        assert_eq!(&out[..len], b"/proc/0/stat\0");
+    }
+
+    #[test]
+    fn reads_own_stat_without_allocating_a_path() {
+        let me = std::process::id() as libc::pid_t;
+        let stat = read_stat(me).unwrap();
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(stat.ppid, unsafe { libc::getppid() });
+        assert!(read_stat(libc::pid_t::MAX - 1).is_none());
+    }
+
+    #[test]
+    fn lists_proc_like_the_standard_library() {
+        let dir = raw::open_read(b"/proc\0", true).unwrap();
+        let mut pids = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = raw::getdents64(dir, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            pids.extend(dirent_pids(&buf[..n]));
+        }
+        raw::close(dir);
+        assert!(pids.contains(&(std::process::id() as libc::pid_t)));
+        assert!(pids.contains(&1));
+        // Entries such as "self" and "meminfo" are not pids.
+        let names = std::fs::read_dir("/proc").unwrap().count();
+        assert!(pids.len() < names, "{} of {names}", pids.len());
+    }
+
+    #[test]
+    fn raw_calls_report_errors_as_values() {
+        assert_eq!(raw::kill(i32::MAX - 1, 0), Err(libc::ESRCH));
+        assert_eq!(raw::pidfd_open(-7), Err(libc::EINVAL));
+        assert_eq!(raw::getpid(), std::process::id() as libc::pid_t);
+    }
 }

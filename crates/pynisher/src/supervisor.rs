@@ -293,6 +293,9 @@ impl Supervised {
         mut check: impl FnMut() -> Result<(), E>,
     ) -> Result<Finished, Stop<E>> {
         let mut tree = Tree::new(self.pid);
+        if self.guarded {
+            tree = tree.without_root_memory();
+        }
         // Start-up of a fresh interpreter is not charged to the call: its
         // `Ready` frame restarts the clock and sets the CPU baseline. Until
         // then only a start-up budget applies, so that a hung import still

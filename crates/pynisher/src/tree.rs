@@ -32,6 +32,9 @@ pub struct Tree {
     /// Whether the root belongs to the tree to be killed. False when a child
     /// cleans up its own descendants.
     include_root: bool,
+    /// Whether the root's private memory counts. Not for a guardian, whose
+    /// memory is the function's own.
+    root_memory: bool,
     members: HashMap<Pid, Member>,
     /// CPU time of the tree at the last sample; never decreases.
     cpu: Duration,
@@ -55,9 +58,17 @@ impl Tree {
         Tree {
             root,
             include_root: true,
+            root_memory: true,
             members: HashMap::new(),
             cpu: Duration::ZERO,
         }
+    }
+
+    /// Leaves the root's memory out of [`Tree::measure`]: the root is a
+    /// guardian that shares the function's memory, which would count twice.
+    pub fn without_root_memory(mut self) -> Tree {
+        self.root_memory = false;
+        self
     }
 
     /// The descendants of the calling process, for a child that cleans up
@@ -142,7 +153,7 @@ impl Tree {
                 continue;
             }
             sample.alive += 1;
-            if private_memory {
+            if private_memory && (pid != self.root || self.root_memory) {
                 sample.memory += sys::private_memory(pid).unwrap_or(0);
             }
         }

@@ -257,6 +257,25 @@ fn a_process_that_left_the_group_dies_with_a_child_that_exits_at_once() {
 }
 
 #[test]
+fn the_closure_process_knows_its_own_thread_id() {
+    // The closure runs in a process split off the guardian with a raw clone;
+    // glibc's cached thread id must still be the process's own, or
+    // pthread_self()-based calls would act on the guardian.
+    let (cached, real): (i64, i64) = run(&limits(), || {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: a valid thread handle and a valid out-pointer.
+        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        // The clock id encodes the thread id as ~tid << 3.
+        let cached = !(i64::from(clock) >> 3);
+        // SAFETY: gettid has no preconditions.
+        (cached, i64::from(unsafe { libc::gettid() }))
+    })
+    .into_result()
+    .unwrap();
+    assert_eq!(cached, real);
+}
+
+#[test]
 fn the_safe_call_refuses_a_multi_threaded_process() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let other = std::thread::spawn(move || rx.recv());

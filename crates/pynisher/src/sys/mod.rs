@@ -7,6 +7,8 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+#[cfg(target_os = "linux")]
+pub mod raw;
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("pynisher supports Linux only for now; see the README's platform section");
