@@ -109,6 +109,7 @@ def run_fork(
 
 #: The descriptor on which a fresh interpreter finds its request.
 REQUEST_FD: int
+REPORT_FD: int
 
 def run_spawn(
     request: bytes,
@@ -136,9 +137,11 @@ class ChildChannel:
     def sent(self) -> bool: ...
 
 def child_apply_limits(limits: Limits, name: Optional[str] = None) -> None: ...
-def child_split(parent: int, terminate_child_processes: bool) -> None:
-    """Splits off the call's guardian, which watches ``parent``; returns in
-    the process that runs the call."""
+def child_split(
+    parent: int, terminate_child_processes: bool, report_fd: Optional[int] = None
+) -> None:
+    """Splits off the call's guardian, which watches ``parent`` (and reports
+    on ``report_fd``); returns in the process that runs the call."""
 
 def child_exit(sent: bool) -> NoReturn: ...
 

@@ -112,7 +112,10 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
     # Start-up so far (the interpreter's, in a spawned child) stays with the
     # guardian; the call's process starts from zero CPU time.
     startup = resource.getrusage(resource.RUSAGE_SELF)
-    _core.child_split(request["parent"] if parent is None else parent, terminate)
+    if parent is None:  # a spawned interpreter: its guardian reports its usage
+        _core.child_split(request["parent"], terminate, _core.REPORT_FD)
+    else:
+        _core.child_split(parent, terminate)
     sys.path[:] = request["sys_path"]
     try:
         os.chdir(request["cwd"])

@@ -664,18 +664,26 @@ fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
 
 /// In a fresh interpreter (or a forkserver child) that has read its call:
 /// splits off the call's guardian, which stays behind as the parent of the
-/// call's tree and watches `parent`. Returns in the process that runs the
-/// call; the guardian never returns.
+/// call's tree and watches `parent`, and reports on `report_fd` (a spawned
+/// interpreter's usage report, which it takes over). Returns in the process
+/// that runs the call; the guardian never returns.
 #[pyfunction]
-fn child_split(parent: i32, terminate_child_processes: bool) -> PyResult<()> {
+#[pyo3(signature = (parent, terminate_child_processes, report_fd=None))]
+fn child_split(
+    parent: i32,
+    terminate_child_processes: bool,
+    report_fd: Option<i32>,
+) -> PyResult<()> {
     // SAFETY: called in a child with a single thread (a fresh interpreter, or
     // a fork of the single-threaded forkserver), never in the caller. The
     // guardian never runs Python; the process that returns goes on as this
     // same interpreter.
-    unsafe { pynisher::guardian::split(parent, terminate_child_processes) }.map_err(|err| {
-        let mut buf = [0u8; 128];
-        PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
-    })
+    unsafe { pynisher::guardian::split(parent, terminate_child_processes, report_fd) }.map_err(
+        |err| {
+            let mut buf = [0u8; 128];
+            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
+        },
+    )
 }
 
 /// Ends a child: tells its guardian whether the result was sent, and
@@ -704,6 +712,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(child_exit, m)?)?;
     m.add_function(wrap_pyfunction!(child_split, m)?)?;
     m.add("REQUEST_FD", REQUEST_FD)?;
+    m.add("REPORT_FD", pynisher::exec::INTERPRETER_REPORT_FD)?;
     let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     m.add("STATUSES", statuses)?;
     let modes: Vec<&str> = MemoryMode::ALL.iter().map(|m| m.as_str()).collect();

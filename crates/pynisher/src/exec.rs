@@ -40,6 +40,7 @@ use crate::channel;
 use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fork::ForkOptions;
+use crate::guardian::UsageReport;
 use crate::limits::Limits;
 use crate::supervisor::Supervised;
 use crate::sys::{self, Pid};
@@ -468,6 +469,10 @@ fn read_start_failure(read_end: &OwnedFd, program: &Program) -> Option<Error> {
 pub const INTERPRETER_RESULT_FD: RawFd = 3;
 /// See [`INTERPRETER_RESULT_FD`]: the memfd for large results.
 pub const INTERPRETER_MEMFD: RawFd = 4;
+/// See [`INTERPRETER_RESULT_FD`]: the page on which the call's guardian
+/// reports the usage of what it reaped (see
+/// [`UsageReport`](crate::guardian::UsageReport)).
+pub const INTERPRETER_REPORT_FD: RawFd = 6;
 
 /// Starts `program`, a fresh interpreter that runs one call, and returns it
 /// under supervision. It receives the result channel as descriptors
@@ -476,7 +481,8 @@ pub const INTERPRETER_MEMFD: RawFd = 4;
 /// interpreter applies the limits itself once started and then sends a
 /// [`Tag::Ready`](crate::channel::Tag::Ready) frame, so start-up is not
 /// charged to the call. Before it runs any of the call's code it must split
-/// off the call's guardian with [`guardian::split`](crate::guardian::split).
+/// off the call's guardian with [`guardian::split`](crate::guardian::split),
+/// handing it [`INTERPRETER_REPORT_FD`].
 ///
 /// # Errors
 /// As [`start`], plus failures to create the channel or the pidfd.
@@ -489,9 +495,11 @@ pub fn start_interpreter(
     let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
     let (receiver, write_end, memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
+    let report = UsageReport::new().map_err(|e| Error::os("creating the usage report", e))?;
     let program = program
         .pass_fd(write_end.as_raw_fd(), INTERPRETER_RESULT_FD)
-        .pass_fd(memfd.as_raw_fd(), INTERPRETER_MEMFD);
+        .pass_fd(memfd.as_raw_fd(), INTERPRETER_MEMFD)
+        .pass_fd(report.fd().as_raw_fd(), INTERPRETER_REPORT_FD);
     let (pid, started) = start(&program, &setup, false)?;
     drop(write_end);
     drop(memfd);
@@ -502,7 +510,8 @@ pub fn start_interpreter(
         started,
         options.terminate_descendants,
     )?
-    .with_cgroup(cgroup);
+    .with_cgroup(cgroup)
+    .with_usage_report(report);
     supervised.expect_startup();
     supervised.expect_guardian();
     Ok(supervised)

@@ -126,7 +126,7 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
     // child, which shares its memory.
     // SAFETY: this freshly forked child has a single thread and is not the
     // caller.
-    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants) } {
+    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, None) } {
         fail(sender, err);
     }
     if let Err(err) = setup.apply_limits() {

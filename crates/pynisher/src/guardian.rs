@@ -41,10 +41,12 @@
 //! and that left its process group can then outlive the call, unless the
 //! supervisor's scan had seen them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::child::SetupError;
-use crate::sys::raw;
+use crate::sys::{self, raw};
 
 /// Exit code of a guardian whose caller died: nobody reads it.
 const EXIT_CALLER_GONE: i32 = 137;
@@ -63,6 +65,112 @@ const CLEANUP_MICROS: u64 = 2_000_000;
 /// Set by the function's process once its result frame is sent; read by the
 /// guardian, which shares this memory.
 static RESULT_SENT: AtomicBool = AtomicBool::new(false);
+/// Where the guardian reports what it reaped, if its supervisor asked.
+static REPORT: AtomicPtr<ReapedUsage> = AtomicPtr::new(std::ptr::null_mut());
+/// Marks a filled [`ReapedUsage`].
+const REPORT_FILLED: u64 = 0x7079_6e69_7368_6572;
+
+/// The usage of the processes a guardian reaped (the function's and what it
+/// left), without the guardian's own. A spawned interpreter's own peak
+/// memory includes the caller's (Linux carries `ru_maxrss` across `execve`),
+/// so its supervisor takes the peak from here instead.
+#[repr(C)]
+struct ReapedUsage {
+    filled: AtomicU64,
+    user_micros: AtomicU64,
+    system_micros: AtomicU64,
+    maxrss_kib: AtomicU64,
+}
+
+/// A page shared with a guardian in another program image (a spawned
+/// interpreter), through which it reports the usage of what it reaped.
+#[derive(Debug)]
+pub struct UsageReport {
+    memfd: OwnedFd,
+    page: std::ptr::NonNull<ReapedUsage>,
+}
+
+// SAFETY: the page holds only atomics; the pointer is owned by this value.
+unsafe impl Send for UsageReport {}
+
+/// The usage a guardian reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub user: Duration,
+    pub system: Duration,
+    /// Peak resident memory of the largest process reaped, in bytes.
+    pub peak_memory: u64,
+}
+
+impl UsageReport {
+    /// A fresh, empty report page.
+    ///
+    /// # Errors
+    /// The memfd or the mapping failed.
+    pub fn new() -> std::io::Result<UsageReport> {
+        let memfd = sys::memfd(c"pynisher-usage")?;
+        let len = std::mem::size_of::<ReapedUsage>();
+        // SAFETY: a fresh memfd we own; sized before it is mapped.
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let page = map_shared(memfd.as_fd())?;
+        Ok(UsageReport { memfd, page })
+    }
+
+    /// The descriptor to hand to the guardian's program.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.memfd.as_fd()
+    }
+
+    /// What the guardian reported, if it got that far.
+    pub fn read(&self) -> Option<Reaped> {
+        // SAFETY: the page stays mapped while `self` lives.
+        let usage = unsafe { self.page.as_ref() };
+        if usage.filled.load(Ordering::Acquire) != REPORT_FILLED {
+            return None;
+        }
+        Some(Reaped {
+            user: Duration::from_micros(usage.user_micros.load(Ordering::Relaxed)),
+            system: Duration::from_micros(usage.system_micros.load(Ordering::Relaxed)),
+            peak_memory: usage
+                .maxrss_kib
+                .load(Ordering::Relaxed)
+                .saturating_mul(1024),
+        })
+    }
+}
+
+impl Drop for UsageReport {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(
+                self.page.as_ptr().cast(),
+                std::mem::size_of::<ReapedUsage>(),
+            )
+        };
+    }
+}
+
+fn map_shared(fd: BorrowedFd<'_>) -> std::io::Result<std::ptr::NonNull<ReapedUsage>> {
+    // SAFETY: a shared mapping of a file at least this large; the result is
+    // checked before use.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            std::mem::size_of::<ReapedUsage>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(page.cast::<ReapedUsage>()).ok_or_else(std::io::Error::last_os_error)
+}
 
 /// Tells the guardian that the call delivered its result, so that with
 /// `terminate_descendants` off its descendants may outlive it. Harmless
@@ -78,7 +186,9 @@ pub fn mark_result_sent() {
 /// [`ChildSetup::apply_early`](crate::child::ChildSetup::apply_early) (own
 /// process group, child subreaper) and before the limits, which apply to the
 /// function's process only. `parent` is the process to watch (the caller, or
-/// the forkserver), the parent of the calling process.
+/// the forkserver), the parent of the calling process. `report`, if given,
+/// is the descriptor of a [`UsageReport`] to fill before the guardian exits;
+/// it is closed here.
 ///
 /// # Safety
 /// The calling process must have a single thread, and must not be the
@@ -86,7 +196,20 @@ pub fn mark_result_sent() {
 ///
 /// # Errors
 /// The guardian's stack or the clone failed; the process is then unchanged.
-pub unsafe fn split(parent: libc::pid_t, terminate_descendants: bool) -> Result<(), SetupError> {
+pub unsafe fn split(
+    parent: libc::pid_t,
+    terminate_descendants: bool,
+    report: Option<RawFd>,
+) -> Result<(), SetupError> {
+    if let Some(fd) = report {
+        // SAFETY: the caller hands over this descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let page = map_shared(fd.as_fd()).map_err(|err| SetupError {
+            step: "mmap (the usage report)",
+            errno: err.raw_os_error().unwrap_or(0),
+        })?;
+        REPORT.store(page.as_ptr(), Ordering::Release);
+    }
     // SAFETY: an anonymous private mapping with no address hint; the result
     // is checked before use.
     let stack = unsafe {
@@ -254,7 +377,34 @@ fn function_ended(function: libc::pid_t, terminate: bool) -> ! {
     // Reaping what exited folds its CPU time into this process's rusage,
     // which the supervisor reads.
     reap_exited();
+    report_reaped();
     exit_like(status)
+}
+
+/// Fills the supervisor's [`UsageReport`], if it asked for one, with the
+/// usage of every child reaped so far.
+fn report_reaped() {
+    let page = REPORT.load(Ordering::Acquire);
+    if page.is_null() {
+        return;
+    }
+    let Some(usage) = raw::children_usage() else {
+        return;
+    };
+    let micros = |tv: libc::timeval| {
+        (tv.tv_sec.max(0) as u64)
+            .wrapping_mul(1_000_000)
+            .wrapping_add(tv.tv_usec.max(0) as u64)
+    };
+    // SAFETY: the shared page mapped in `split`, never unmapped here.
+    let page = unsafe { &*page };
+    page.user_micros
+        .store(micros(usage.ru_utime), Ordering::Relaxed);
+    page.system_micros
+        .store(micros(usage.ru_stime), Ordering::Relaxed);
+    page.maxrss_kib
+        .store(usage.ru_maxrss.max(0) as u64, Ordering::Relaxed);
+    page.filled.store(REPORT_FILLED, Ordering::Release);
 }
 
 /// The caller (or the forkserver) is gone: kill the whole tree and exit.
@@ -583,6 +733,23 @@ mod tests {
         // Entries such as "self" and "meminfo" are not pids.
         let names = std::fs::read_dir("/proc").unwrap().count();
         assert!(pids.len() < names, "{} of {names}", pids.len());
+    }
+
+    #[test]
+    fn a_report_is_empty_until_the_guardian_fills_it() {
+        let report = UsageReport::new().unwrap();
+        assert_eq!(report.read(), None);
+        // The guardian's program maps the same memfd on its side.
+        let theirs = map_shared(report.fd()).unwrap();
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+        REPORT.store(theirs.as_ptr(), Ordering::Release);
+        report_reaped();
+        REPORT.store(std::ptr::null_mut(), Ordering::Release);
+        let reaped = report.read().expect("filled");
+        // At least the `true` just reaped; the figures are this process's
+        // RUSAGE_CHILDREN.
+        assert!(reaped.peak_memory >= 1024, "{reaped:?}");
     }
 
     #[test]

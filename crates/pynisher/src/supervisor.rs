@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::CallCgroup;
 use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
+use crate::guardian::UsageReport;
 use crate::limits::{Limits, MemoryMode};
 use crate::outcome::{Exit, Outcome, Status, Usage};
 use crate::sys::{self, Pid};
@@ -65,6 +66,8 @@ pub struct Supervised {
     /// The child is a call's [guardian](crate::guardian), which kills what
     /// the call left behind before it exits.
     guarded: bool,
+    /// Where a spawned interpreter's guardian reports what it reaped.
+    usage_report: Option<UsageReport>,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -187,6 +190,7 @@ impl Supervised {
             expects_ready: false,
             cgroup: None,
             guarded: false,
+            usage_report: None,
         }
     }
 
@@ -247,6 +251,14 @@ impl Supervised {
     /// of the wall-time limit or [`STARTUP_BUDGET`], whichever is longer.
     pub fn expect_startup(&mut self) {
         self.expects_ready = true;
+    }
+
+    /// Takes the peak memory from `report`, filled by the child's guardian,
+    /// instead of from the child's own rusage: a spawned interpreter's own
+    /// peak includes the caller's, since Linux carries it across `execve`.
+    pub fn with_usage_report(mut self, report: UsageReport) -> Supervised {
+        self.usage_report = Some(report);
+        self
     }
 
     /// Tells the supervisor that the child is a call's
@@ -482,6 +494,9 @@ impl Supervised {
             net_of_startup(sample, startup),
             startup,
         );
+        if let Some(reaped) = self.usage_report.as_ref().and_then(UsageReport::read) {
+            usage.peak_memory = reaped.peak_memory;
+        }
         if resident_limit.is_some() {
             usage.peak_memory = peak_private;
         }

@@ -302,6 +302,27 @@ pub fn has_children() -> bool {
     ret != -(libc::ECHILD as isize)
 }
 
+/// `getrusage(RUSAGE_CHILDREN)`: the usage of every child reaped so far.
+pub fn children_usage() -> Option<libc::rusage> {
+    // SAFETY: rusage is plain data; all-zero is valid.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `usage` is valid for writes.
+    let ret = unsafe {
+        syscall(
+            libc::SYS_getrusage,
+            [
+                libc::RUSAGE_CHILDREN as usize,
+                &mut usage as *mut libc::rusage as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    (ret == 0).then_some(usage)
+}
+
 /// Opens the NUL-terminated `path` read-only.
 pub fn open_read(path: &[u8], directory: bool) -> Result<i32, i32> {
     let mut flags = libc::O_RDONLY | libc::O_CLOEXEC;
