@@ -64,6 +64,16 @@ def prints_then_sleeps(text: str) -> None:
     time.sleep(60)
 
 
+def prints_to_both_then_exits(lines: int) -> None:
+    """Alternates complete lines on stdout and stderr, then leaves without a
+    result or any flush of its own."""
+    for i in range(lines):
+        print(f"out {i}")
+        print(f"err {i}", file=sys.stderr)
+    print("not a complete line", end="")
+    os._exit(5)
+
+
 # Decorated at module level, one per context, so that each pickles by
 # reference (by module and name) and calls itself by its name.
 

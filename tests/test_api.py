@@ -28,6 +28,7 @@ from api_funcs import (
     prints,
     prints_then_fails,
     prints_then_sleeps,
+    prints_to_both_then_exits,
     sleeper,
 )
 from conftest import START_UP, contexts_with_bugs
@@ -494,12 +495,6 @@ def test_redirect_stdout_receives_the_print_of_a_failing_call(context: str) -> N
     assert out.getvalue() == "before the error"
 
 
-@pytest.mark.xfail(
-    reason="BUG/limitation: under redirect_stdout the child's prints are collected in the "
-    "child and sent with the result, so a call stopped by a limit (or crashing) loses "
-    "everything it printed, even flushed lines; without redirection they reach fd 1",
-    strict=True,
-)
 def test_redirect_stdout_receives_the_print_of_a_call_stopped_by_a_limit(context: str) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -508,3 +503,15 @@ def test_redirect_stdout_receives_the_print_of_a_call_stopped_by_a_limit(context
         )
     assert outcome.status is Status.WALL_TIME
     assert out.getvalue() == "printed before the limit\n"
+
+
+def test_redirected_output_of_a_crash_keeps_its_lines_in_order(context: str) -> None:
+    # Every complete line reaches the caller's redirected streams, in the
+    # order printed, even though the child exits without a result; the
+    # unfinished last line, never flushed, is lost as with a real terminal.
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        outcome = Pynisher(prints_to_both_then_exits, context=context).run(200)
+    assert outcome.status is Status.CRASHED and outcome.exitcode == 5, outcome.detail
+    expected = "".join(f"out {i}\nerr {i}\n" for i in range(200))
+    assert both.getvalue() == expected

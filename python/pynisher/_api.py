@@ -278,9 +278,43 @@ class Pynisher(Generic[P, T]):
         `concurrent.futures.CancelledError` raised."""
         memory_limited = self._limits.memory is not None
         name = self.name or _callable_name(self.func)
+        redirected = _child.caller_redirects()
+        # One file per call: it carries the request to a fresh interpreter,
+        # and the child's captured output back (see _child.capture_output).
+        call_file: Optional[int] = None
+        if self.context != "fork" or any(redirected):
+            call_file = os.memfd_create("pynisher-call", os.MFD_CLOEXEC)
+        try:
+            raw = self._start_and_wait(
+                args, kwargs, cancel, memory_limited, name, redirected, call_file
+            )
+        finally:
+            if call_file is not None:
+                if any(redirected):
+                    _child.replay_output(call_file)
+                os.close(call_file)
+        return self._outcome(raw)
+
+    def _start_and_wait(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        cancel: Any,
+        memory_limited: bool,
+        name: str,
+        redirected: tuple[bool, bool],
+        call_file: Optional[int],
+    ) -> Any:
         if self.context == "fork":
-            body = _child.make_body(self.func, args, kwargs, memory_limited=memory_limited)
-            raw = _core.run_fork(
+            body = _child.make_body(
+                self.func,
+                args,
+                kwargs,
+                memory_limited=memory_limited,
+                redirected=redirected,
+                output_fd=call_file,
+            )
+            return _core.run_fork(
                 body,
                 self._limits,
                 name=name,
@@ -288,31 +322,34 @@ class Pynisher(Generic[P, T]):
                 forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
                 cancel=cancel,
             )
-        else:
-            request = _spawn.build_request(
-                self.func,
-                args,
-                kwargs,
-                limits=self._limits,
+        assert call_file is not None
+        request = _spawn.build_request(
+            self.func,
+            args,
+            kwargs,
+            limits=self._limits,
+            name=name,
+            memory_limited=memory_limited,
+            redirected=redirected,
+            terminate_child_processes=self.terminate_child_processes,
+        )
+        view = memoryview(request)
+        while view:
+            view = view[os.write(call_file, view) :]
+        del view, request
+        if self.context == "spawn":
+            return _core.run_spawn(
+                call_file,
+                self._limits,
+                argv=_spawn.command(),
                 name=name,
-                memory_limited=memory_limited,
                 terminate_child_processes=self.terminate_child_processes,
+                forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
+                cancel=cancel,
             )
-            if self.context == "spawn":
-                raw = _core.run_spawn(
-                    request,
-                    self._limits,
-                    argv=_spawn.command(),
-                    name=name,
-                    terminate_child_processes=self.terminate_child_processes,
-                    forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
-                    cancel=cancel,
-                )
-            else:
-                raw = self._run_forkserver(request, cancel)
-        return self._outcome(raw)
+        return self._run_forkserver(call_file, cancel)
 
-    def _run_forkserver(self, request: bytes, cancel: Any) -> Any:
+    def _run_forkserver(self, call_file: int, cancel: Any) -> Any:
         # A server that died between calls is replaced once; the call had not
         # started, so retrying it is safe.
         for attempt in range(2):
@@ -320,7 +357,7 @@ class Pynisher(Generic[P, T]):
             try:
                 return _core.run_forkserver(
                     server,
-                    request,
+                    call_file,
                     self._limits,
                     terminate_child_processes=self.terminate_child_processes,
                     forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
@@ -340,8 +377,7 @@ class Pynisher(Generic[P, T]):
         label = self.name or _callable_name(self.func)
         if status is Status.OK:
             try:
-                value, streams = _child.decode_value(raw.payload)
-                _child.replay_streams(streams)
+                value = _child.decode_value(raw.payload)
             except Exception as why:
                 status = Status.ERROR
                 error = PynisherException(
@@ -386,7 +422,6 @@ class Pynisher(Generic[P, T]):
             return PynisherException(f"{label}: the error report was unreadable ({why})"), None
         if info is None:
             return MemoryError("the child ran out of memory while reporting the error"), None
-        _child.replay_streams(info.get("streams"))
         tb = info["traceback"] or None
         exc: Optional[BaseException] = None
         problem = info.get("problem")

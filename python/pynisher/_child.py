@@ -11,6 +11,7 @@ itself cannot be pickled or unpickled.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import sys
@@ -49,9 +50,6 @@ def function_key(func: Callable[..., Any]) -> tuple[Any, Any]:
 
 child_state = _ChildState()
 
-# What the child printed to redirected stdout and stderr, if they were.
-Streams = tuple[Optional[str], Optional[str]]
-
 # A returned bytes object at least this large travels out-of-band like a
 # numpy array: written straight from the object into the result channel
 # instead of being copied into the pickle stream first. (Pickle offers no
@@ -62,14 +60,12 @@ _OUT_OF_BAND_BYTES = 1 << 20
 _RAW_BYTES = 1 << 32
 
 
-def encode_value(
-    value: Any, streams: Streams = (None, None), *, by_value: bool = False
-) -> list[Any]:
-    """Encode a return value (and captured output) as frame parts:
-    a header of lengths, the pickle, then the out-of-band buffers."""
+def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
+    """Encode a return value as frame parts: a header of lengths, the
+    pickle, then the out-of-band buffers."""
     buffers: list[Any] = []
     if type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES:
-        main = pickle.dumps(streams, protocol=5)
+        main = b""
         buffers.append(memoryview(value))
         flags = _RAW_BYTES
     else:
@@ -79,7 +75,7 @@ def encode_value(
             import cloudpickle
 
             dumps = cloudpickle.dumps
-        main = dumps((value, streams), protocol=5, buffer_callback=pickled.append)
+        main = dumps(value, protocol=5, buffer_callback=pickled.append)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
@@ -87,8 +83,8 @@ def encode_value(
     return [header, main, *buffers]
 
 
-def decode_value(payload: Any) -> tuple[Any, Optional[Streams]]:
-    """Decode what :func:`encode_value` encoded: ``(value, streams)``.
+def decode_value(payload: Any) -> Any:
+    """Decode what :func:`encode_value` encoded.
 
     ``payload`` is the core's `Payload`. Out-of-band buffers (numpy arrays)
     are slices of a private, writable mapping of the result: not copied at
@@ -102,7 +98,7 @@ def decode_value(payload: Any) -> tuple[Any, Optional[Streams]]:
     main = payload.read(offset, lengths[0])
     offset += lengths[0]
     if first & _RAW_BYTES:
-        return payload.read(offset, lengths[1]), pickle.loads(main)
+        return payload.read(offset, lengths[1])
     mapped = memoryview(payload) if payload.mappable and count else None
     buffers = []
     for length in lengths[1:]:
@@ -111,13 +107,10 @@ def decode_value(payload: Any) -> tuple[Any, Optional[Streams]]:
         else:
             buffers.append(payload.read(offset, length, writable=True))
         offset += length
-    value, streams = pickle.loads(main, buffers=buffers)
-    return value, streams
+    return pickle.loads(main, buffers=buffers)
 
 
-def encode_error(
-    exc: BaseException, tb: str, problem: Optional[str] = None, streams: Streams = (None, None)
-) -> list[Any]:
+def encode_error(exc: BaseException, tb: str, problem: Optional[str] = None) -> list[Any]:
     """Encode an exception with its traceback; never raises for a bad exception."""
     try:
         pickled: Optional[bytes] = pickle.dumps(exc, protocol=5)
@@ -136,7 +129,6 @@ def encode_error(
         "exception": pickled,
         "pickle_error": pickle_error,
         "problem": problem,
-        "streams": streams,
     }
     return [pickle.dumps(info, protocol=5)]
 
@@ -159,29 +151,86 @@ def flush_stdio() -> None:
             pass
 
 
-class _Capture:
-    """Captures ``sys.stdout``/``sys.stderr`` in the child when the caller has
-    redirected them to Python objects (``contextlib.redirect_stdout``, pytest's
-    capture): those objects live in the caller, so what the child writes is
-    sent back with the result and written there. Streams still backed by the
-    real file descriptors are left alone; their output goes straight to the
-    fd and is flushed before the child exits."""
+# Output captured in the child goes to a file the caller reads once the call
+# is over, however it ended: a call stopped by a limit keeps what it printed
+# (everything up to its last line end or flush). The file starts with this
+# mark, then holds one record per flush: the stream (b"1" or b"2"), the
+# length (u32, little-endian) and the UTF-8 text.
+_OUTPUT_MARK = b"pynisher output 1\n"
+_RECORD = struct.Struct("<cI")
+# A captured stream writes its buffer out once it holds this much text.
+_CAPTURE_BUFFER = 1 << 13
 
-    def __init__(self, redirected: Optional[tuple[bool, bool]] = None) -> None:
-        # A fresh interpreter cannot see the caller's redirection: it is told.
-        out, err = redirected if redirected is not None else caller_redirects()
-        self.out = io.StringIO() if out else None
-        self.err = io.StringIO() if err else None
-        if self.out is not None:
-            sys.stdout = self.out
-        if self.err is not None:
-            sys.stderr = self.err
 
-    def text(self) -> Streams:
-        return (
-            self.out.getvalue() if self.out is not None else None,
-            self.err.getvalue() if self.err is not None else None,
-        )
+class _OutputFile:
+    """The child's end of the output file: appends records at its own offset
+    (the caller and the child may share the file's offset, so it is never
+    used)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _OUTPUT_MARK, 0)
+        self.offset = len(_OUTPUT_MARK)
+
+    def append(self, stream: bytes, text: str) -> None:
+        data = text.encode("utf-8", "surrogateescape")
+        record = _RECORD.pack(stream, len(data)) + data
+        while record:
+            written = os.pwrite(self.fd, record, self.offset)
+            self.offset += written
+            record = record[written:]
+
+
+class _CapturedStream(io.TextIOBase):
+    """A stand-in for ``sys.stdout`` or ``sys.stderr`` in the child, when the
+    caller has redirected it to a Python object (``contextlib.redirect_stdout``,
+    pytest's capture), which lives in the caller. Line-buffered, like a
+    terminal: each complete line reaches the output file at once."""
+
+    def __init__(self, output: _OutputFile, stream: bytes) -> None:
+        super().__init__()
+        self._output = output
+        self._stream = stream
+        self._pending: list[str] = []
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._pending.append(text)
+        self._size += len(text)
+        if "\n" in text or self._size >= _CAPTURE_BUFFER:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._size = 0
+            self._output.append(self._stream, text)
+
+
+def capture_output(redirected: tuple[bool, bool], fd: Optional[int]) -> None:
+    """In the child: send what the function prints to the streams the caller
+    redirected to the output file ``fd``, record by record. Streams still
+    backed by the real file descriptors are left alone; their output goes
+    straight to the fd and is flushed before the child exits."""
+    if fd is None or not any(redirected):
+        return
+    output = _OutputFile(fd)
+    if redirected[0]:
+        sys.stdout = _CapturedStream(output, b"1")
+    if redirected[1]:
+        sys.stderr = _CapturedStream(output, b"2")
 
 
 def caller_redirects() -> tuple[bool, bool]:
@@ -194,15 +243,25 @@ def caller_redirects() -> tuple[bool, bool]:
     return redirected(sys.stdout, sys.__stdout__), redirected(sys.stderr, sys.__stderr__)
 
 
-def replay_streams(streams: Optional[Streams]) -> None:
-    """In the caller: write what the child printed to the redirected streams."""
-    if not streams:
-        return
-    out, err = streams
-    if out:
-        sys.stdout.write(out)
-    if err:
-        sys.stderr.write(err)
+def replay_output(fd: int) -> None:
+    """In the caller: write what the child printed, in the order it printed
+    it, to the streams this process has redirected. A record cut short (the
+    child was killed while writing it) is dropped."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0) if size else b""
+    if not data.startswith(_OUTPUT_MARK):
+        return  # the child never got as far as capturing
+    at = len(_OUTPUT_MARK)
+    while at + _RECORD.size <= len(data):
+        stream, length = _RECORD.unpack_from(data, at)
+        at += _RECORD.size
+        if at + length > len(data):
+            return
+        text = data[at : at + length].decode("utf-8", "surrogateescape")
+        at += length
+        target = sys.stdout if stream == b"1" else sys.stderr
+        if target is not None:
+            target.write(text)
 
 
 def make_body(
@@ -211,13 +270,15 @@ def make_body(
     kwargs: dict[str, Any],
     *,
     memory_limited: bool,
-    redirected: Optional[tuple[bool, bool]] = None,
+    redirected: tuple[bool, bool] = (False, False),
+    output_fd: Optional[int] = None,
     by_value: bool = False,
 ) -> Callable[[], tuple[str, list[Any]]]:
     """Build the callable the child runs; it returns ``(frame tag, parts)``.
 
     ``redirected`` says whether the caller's stdout and stderr are redirected
-    (a fresh interpreter cannot see it itself); ``by_value`` pickles the
+    to Python objects; what the function prints to them goes to the output
+    file ``output_fd`` (see :func:`capture_output`). ``by_value`` pickles the
     result with cloudpickle, so that a fresh interpreter can return lambdas
     and functions of its ``__main__``.
 
@@ -229,7 +290,7 @@ def make_body(
     def body() -> tuple[str, list[Any]]:
         child_state.enter(func)
         try:
-            capture = _Capture(redirected)
+            capture_output(redirected, output_fd)
             try:
                 value = func(*args, **kwargs)
                 if isinstance(value, types.CoroutineType):
@@ -242,9 +303,9 @@ def make_body(
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 exc.__traceback__ = None
-                return tag, encode_error(exc, tb, streams=capture.text())
+                return tag, encode_error(exc, tb)
             try:
-                return "value", encode_value(value, capture.text(), by_value=by_value)
+                return "value", encode_value(value, by_value=by_value)
             except MemoryError:
                 raise
             except BaseException as exc:
@@ -253,7 +314,7 @@ def make_body(
                     f"the function returned a {type(value).__qualname__} that cannot be pickled"
                     f" ({type(exc).__name__}: {exc})"
                 )
-                return "error", encode_error(exc, tb, problem=problem, streams=capture.text())
+                return "error", encode_error(exc, tb, problem=problem)
         except MemoryError:
             return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
         finally:
@@ -268,5 +329,5 @@ __all__ = [
     "decode_value",
     "flush_stdio",
     "make_body",
-    "replay_streams",
+    "replay_output",
 ]

@@ -107,12 +107,14 @@ def run_fork(
 
 # The spawn and forkserver contexts (keep in step with lib.rs).
 
-#: The descriptor on which a fresh interpreter finds its request.
+#: The descriptor on which a fresh interpreter finds its call's file (the
+#: request; then, if the caller's streams are redirected, the output).
 REQUEST_FD: int
+#: The descriptor of the page on which a spawned call's guardian reports.
 REPORT_FD: int
 
 def run_spawn(
-    request: bytes,
+    call_file: int,
     limits: Limits,
     *,
     argv: list[str],
@@ -121,9 +123,9 @@ def run_spawn(
     forceful_keyboard_interrupt: bool = True,
     cancel: Optional[_Cancel] = None,
 ) -> RawOutcome:
-    """Starts ``argv`` (a fresh interpreter), hands it ``request`` on
-    `REQUEST_FD` and the result channel, and supervises it with the GIL
-    released."""
+    """Starts ``argv`` (a fresh interpreter), hands it the call's file
+    (holding the request) on `REQUEST_FD` and the result channel, and
+    supervises it with the GIL released."""
 
 class ChildChannel:
     """The child's end of the result channel, in a fresh interpreter."""
@@ -160,7 +162,7 @@ FORKSERVER_CONTROL_FD: int
 
 def run_forkserver(
     server: ForkServer,
-    request: bytes,
+    call_file: int,
     limits: Limits,
     *,
     terminate_child_processes: bool = True,

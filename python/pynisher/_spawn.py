@@ -38,6 +38,7 @@ def build_request(
     limits: Any,
     name: Optional[str],
     memory_limited: bool,
+    redirected: tuple[bool, bool],
     terminate_child_processes: bool,
 ) -> bytes:
     """Pickle one call for a fresh interpreter.
@@ -71,7 +72,7 @@ def build_request(
         "limits": limits,
         "name": name,
         "memory_limited": memory_limited,
-        "redirected": _child.caller_redirects(),
+        "redirected": redirected,
         "terminate_child_processes": terminate_child_processes,
         "payload": payload,
     }
@@ -89,12 +90,11 @@ def command() -> list[str]:
 
 
 def _read_request(fd: int) -> dict[str, Any]:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    os.close(fd)
-    request: dict[str, Any] = pickle.loads(b"".join(chunks))
+    size = os.fstat(fd).st_size
+    data = bytearray()
+    while len(data) < size and (chunk := os.pread(fd, size - len(data), len(data))):
+        data += chunk
+    request: dict[str, Any] = pickle.loads(data)
     return request
 
 
@@ -109,6 +109,11 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
     """
     request = _read_request(request_fd)
     terminate = request["terminate_child_processes"]
+    # The request's file carries the captured output back, if any.
+    output_fd: Optional[int] = request_fd
+    if not any(request["redirected"]):
+        os.close(request_fd)
+        output_fd = None
     # Start-up so far (the interpreter's, in a spawned child) stays with the
     # guardian; the call's process starts from zero CPU time.
     startup = resource.getrusage(resource.RUSAGE_SELF)
@@ -136,6 +141,7 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
         kwargs,
         memory_limited=request["memory_limited"],
         redirected=request["redirected"],
+        output_fd=output_fd,
         by_value=True,
     )
     tag, parts = body()

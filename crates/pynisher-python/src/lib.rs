@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 
 use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
@@ -426,16 +426,17 @@ fn run_fork(
     supervise(py, running, forceful_keyboard_interrupt, cancel)
 }
 
-/// Starts a fresh interpreter with `argv`, hands it `request` (read from
-/// descriptor `REQUEST_FD`) and the result channel, and supervises it with
-/// the GIL released. The interpreter applies the limits itself after start-up.
+/// Starts a fresh interpreter with `argv`, hands it the call's file
+/// `call_file` (the request, at descriptor `REQUEST_FD`) and the result
+/// channel, and supervises it with the GIL released. The interpreter applies
+/// the limits itself after start-up.
 #[pyfunction]
-#[pyo3(signature = (request, limits, *, argv, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
+#[pyo3(signature = (call_file, limits, *, argv, name=None, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
 // The arguments are the Python function's keyword arguments, one for one.
 #[allow(clippy::too_many_arguments)]
 fn run_spawn(
     py: Python<'_>,
-    request: &[u8],
+    call_file: i32,
     limits: &LimitsPy,
     argv: Vec<String>,
     name: Option<String>,
@@ -446,25 +447,16 @@ fn run_spawn(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| PyValueError::new_err("argv: empty"))?;
-    let request_fd = request_memfd(request)?;
     let program = Program::new(program, args)
         .map_err(to_py_err)?
-        .pass_fd(request_fd.as_raw_fd(), REQUEST_FD);
+        .pass_fd(call_file, REQUEST_FD);
     let options = ForkOptions {
         name,
         terminate_descendants: terminate_child_processes,
     };
     let running =
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
-    drop(request_fd);
     supervise(py, running, forceful_keyboard_interrupt, cancel)
-}
-
-/// Writes `request` into a fresh memfd for a child to read.
-fn request_memfd(request: &[u8]) -> PyResult<std::os::fd::OwnedFd> {
-    pynisher::sys::memfd(c"pynisher-request")
-        .and_then(|fd| pynisher::sys::pwrite_all(fd.as_raw_fd(), request, 0).map(|()| fd))
-        .map_err(|e| PynisherException::new_err(format!("writing the request: {e}")))
 }
 
 /// A running forkserver; dropping it kills the server.
@@ -499,22 +491,22 @@ impl ForkServerPy {
 /// released. Raises `ForkServerError` if the server is gone before the call
 /// started (it is then safe to retry with a new server).
 #[pyfunction]
-#[pyo3(signature = (server, request, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
+#[pyo3(signature = (server, call_file, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
 fn run_forkserver(
     py: Python<'_>,
     server: &ForkServerPy,
-    request: &[u8],
+    call_file: i32,
     limits: &LimitsPy,
     terminate_child_processes: bool,
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
-    let request = request_memfd(request)?;
+    // SAFETY: the caller keeps `call_file` open for the whole call.
+    let call_file = unsafe { std::os::fd::BorrowedFd::borrow_raw(call_file) };
     let running = server
         .0
-        .start_call(&request, &limits.0, terminate_child_processes)
+        .start_call(call_file, &limits.0, terminate_child_processes)
         .map_err(to_py_err)?;
-    drop(request);
     supervise(py, running, forceful_keyboard_interrupt, cancel)
 }
 

@@ -15,7 +15,7 @@
 //! call's guardian watches it), so nothing outlives the caller.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::channel;
@@ -76,7 +76,7 @@ impl ForkServer {
     /// call has then not started and may be retried with a new server.
     pub fn start_call(
         &self,
-        request: &OwnedFd,
+        request: BorrowedFd<'_>,
         limits: &Limits,
         terminate_descendants: bool,
     ) -> Result<Supervised> {
