@@ -325,9 +325,12 @@ impl Supervised {
         let mut hard_kill_at: Option<Instant> = None;
         let resident_limit = self.resident_limit();
         let mut next_sample = self.started + self.first_sample_delay();
-        // Discover early and often at first, then every SNAPSHOT_INTERVAL: a
-        // descendant that escapes the process group and outlives a crashing
-        // child can only be killed if a scan saw it first.
+        // Without a guardian, discover early and often at first, then every
+        // SNAPSHOT_INTERVAL: a descendant that escapes the process group and
+        // outlives a crashing child can only be killed if a scan saw it
+        // first. A guardian holds every orphan itself, so its call is only
+        // scanned to sample tree limits (and when it is stopped).
+        let discovers = !self.guarded || self.limits.cpu_time.is_some() || resident_limit.is_some();
         let mut discover_interval = MIN_SAMPLE_INTERVAL;
         let mut next_discover = self.started + discover_interval;
         let mut next_check = Instant::now() + CHECK_INTERVAL;
@@ -366,7 +369,7 @@ impl Supervised {
                 self.kill_tree(&mut tree);
                 hard_kill_at = None;
             }
-            if now >= next_discover {
+            if discovers && now >= next_discover {
                 tree.discover();
                 discover_interval = (discover_interval * 2).min(SNAPSHOT_INTERVAL);
                 next_discover = now + discover_interval;
@@ -416,7 +419,10 @@ impl Supervised {
                 next_check = now + CHECK_INTERVAL;
             }
 
-            let mut wake = next_sample.min(next_check).min(next_discover);
+            let mut wake = next_sample.min(next_check);
+            if discovers {
+                wake = wake.min(next_discover);
+            }
             if kill_reason.is_none() {
                 if let Some(deadline) = wall_deadline {
                     wake = wake.min(deadline);
