@@ -201,15 +201,20 @@ pub unsafe fn split(
     terminate_descendants: bool,
     report: Option<RawFd>,
 ) -> Result<(), SetupError> {
+    // A call nested in a spawned call inherits its report page: it must not
+    // report there.
+    let mut page = std::ptr::null_mut();
     if let Some(fd) = report {
         // SAFETY: the caller hands over this descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let page = map_shared(fd.as_fd()).map_err(|err| SetupError {
-            step: "mmap (the usage report)",
-            errno: err.raw_os_error().unwrap_or(0),
-        })?;
-        REPORT.store(page.as_ptr(), Ordering::Release);
+        page = map_shared(fd.as_fd())
+            .map_err(|err| SetupError {
+                step: "mmap (the usage report)",
+                errno: err.raw_os_error().unwrap_or(0),
+            })?
+            .as_ptr();
     }
+    REPORT.store(page, Ordering::Release);
     // SAFETY: an anonymous private mapping with no address hint; the result
     // is checked before use.
     let stack = unsafe {
