@@ -237,7 +237,9 @@ pub unsafe fn split(
     // SAFETY: getpid has no preconditions.
     let guardian = unsafe { libc::getpid() };
     // No signal handler may run in the guardian: it would run on the stack
-    // the child goes on using. The child restores the mask.
+    // the child goes on using. The child restores the mask. Raw, not
+    // `sys::SignalsBlocked`: glibc's pthread_sigmask leaves its internal
+    // signals unblocked, and even those must not reach the guardian.
     let previous = raw::sigprocmask(libc::SIG_SETMASK, u64::MAX);
     // SAFETY: the stack was just mapped for the guardian alone and its top is
     // page-aligned; every signal is blocked; `guard` never returns and keeps
