@@ -181,11 +181,12 @@ def test_fractional_cpu_time_in_every_form(cpu_time: object, context: str) -> No
 def test_a_function_that_ignores_sigxcpu_is_killed_after_the_grace_period(context: str) -> None:
     cpu = 0.2
     limited = Pynisher(ignores_sigxcpu, cpu_time=cpu, grace_period=0.3, context=context)
-    outcome, elapsed = timed_run(limited)
+    outcome = limited.run()
     assert outcome.status is Status.CPU_TIME
     assert outcome.signal == signal.SIGKILL
-    # On a loaded machine 0.2 CPU-seconds may take longer than 0.2 s of wall time.
-    assert elapsed < cpu + 0.3 + 2 * MARGIN + START_UP[context]
+    # The limit bounds CPU time; on a loaded machine the wall time it takes stretches.
+    # The function spins through the grace period, so at most that much CPU is added.
+    assert outcome.cpu_time < cpu + 0.3 + MARGIN
 
 
 def test_cpu_time_of_the_tree_is_measured(context: str) -> None:

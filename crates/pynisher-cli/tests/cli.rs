@@ -129,7 +129,6 @@ fn sleep_is_stopped_at_the_wall_limit() {
 
 #[test]
 fn a_busy_loop_is_stopped_at_the_cpu_limit() {
-    let started = Instant::now();
     let output = run(&[
         "--cpu-time",
         "500ms",
@@ -145,8 +144,10 @@ fn a_busy_loop_is_stopped_at_the_cpu_limit() {
     assert_eq!(code(&output), 124, "{}", stderr(&output));
     let report = json(&String::from_utf8_lossy(&output.stdout));
     assert_eq!(report["status"], "cpu_time");
-    assert!(report["cpu_time"].as_f64().unwrap() >= 0.5, "{report}");
-    assert!(started.elapsed() < Duration::from_millis(1500) + SLACK + SLACK);
+    let cpu = report["cpu_time"].as_f64().unwrap();
+    assert!(cpu >= 0.5, "{report}");
+    // The limit bounds CPU time; wall time stretches on a loaded machine.
+    assert!(cpu < 0.5 + 1.0 + SLACK.as_secs_f64(), "{report}");
 }
 
 #[test]

@@ -96,7 +96,6 @@ fn the_cpu_limit_stops_a_spinning_closure() {
     let limits = Limits::new()
         .cpu_time(Duration::from_millis(400))
         .wall_time(Duration::from_secs(20));
-    let started = Instant::now();
     let outcome = run(&limits, || {
         let mut x = 0u64;
         for i in 0u64.. {
@@ -113,7 +112,8 @@ fn the_cpu_limit_stops_a_spinning_closure() {
         })
     ));
     assert!(outcome.usage().cpu_time() >= Duration::from_millis(400));
-    assert!(started.elapsed() < Duration::from_millis(400) + limits.grace_period + SLACK + SLACK);
+    // CPU time, not wall time, is what the limit bounds (a loaded machine stretches the latter).
+    assert!(outcome.usage().cpu_time() < Duration::from_millis(400) + limits.grace_period + SLACK);
 }
 
 #[test]
