@@ -524,11 +524,22 @@ def limit(func: Optional[Callable[P, T]] = None, /, **options: Any) -> Any:
 
 
 @overload
-def restricted(*, raises: Literal[False], **options: Any) -> _OptionalDecorator: ...
+def restricted(
+    name: Optional[str] = None, /, *, raises: Literal[False], **options: Any
+) -> _OptionalDecorator: ...
 @overload
-def restricted(**options: Any) -> _Decorator: ...
-def restricted(**options: Any) -> Any:
-    """The pynisher 1.0 decorator: ``@restricted(wall_time=1)``."""
+def restricted(name: Optional[str] = None, /, **options: Any) -> _Decorator: ...
+def restricted(name: Any = None, /, **options: Any) -> Any:
+    """The pynisher 1.0 decorator: ``@restricted(wall_time=1)``; as in 1.0, the
+    child's name may also be given first, ``@restricted("trainer", ...)``."""
+    if callable(name):
+        # `@restricted` without parentheses hands over the function itself.
+        raise ValueError(
+            "Please pass arguments to decorator `@restricted`, for example "
+            "`@restricted(wall_time=10)`, or use `limit(func, ...)`"
+        )
+    if name is not None:
+        options["name"] = name
     return functools.partial(_decorate, options=options)
 
 

@@ -17,7 +17,7 @@ import struct
 import sys
 import traceback
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 _U64 = struct.Struct("<Q")
 
@@ -60,6 +60,43 @@ _OUT_OF_BAND_BYTES = 1 << 20
 _RAW_BYTES = 1 << 32
 
 
+_by_value_pickler: Optional[type] = None
+
+
+def _refuse_open_file(file: Any) -> Any:
+    # What plain pickle says, so the error reads the same in every context.
+    raise TypeError(f"cannot pickle '{type(file).__module__}.{type(file).__qualname__}' object")
+
+
+def dumps(value: Any, *, by_value: bool, buffer_callback: Any = None) -> bytes:
+    """Pickle a result to send to the caller.
+
+    ``by_value`` (a fresh interpreter: spawn or forkserver) uses cloudpickle,
+    so lambdas, and functions the caller defined in ``__main__`` (which
+    arrived here by value), travel back. An open
+    text file is refused as plain pickle refuses it, instead of arriving as
+    a ``StringIO`` snapshot, so a returned file is the same error in every
+    context.
+    """
+    if not by_value:
+        return pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+    global _by_value_pickler
+    if _by_value_pickler is None:
+        from collections import ChainMap
+
+        import cloudpickle
+
+        class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+            dispatch_table: ClassVar[Any] = ChainMap(
+                {io.TextIOWrapper: _refuse_open_file}, cloudpickle.Pickler.dispatch_table
+            )
+
+        _by_value_pickler = _ByValuePickler
+    out = io.BytesIO()
+    _by_value_pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return out.getvalue()
+
+
 def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
     """Encode a return value as frame parts: a header of lengths, the
     pickle, then the out-of-band buffers."""
@@ -70,12 +107,7 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
         flags = _RAW_BYTES
     else:
         pickled: list[pickle.PickleBuffer] = []
-        dumps = pickle.dumps
-        if by_value:
-            import cloudpickle
-
-            dumps = cloudpickle.dumps
-        main = dumps(value, protocol=5, buffer_callback=pickled.append)
+        main = dumps(value, by_value=by_value, buffer_callback=pickled.append)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]

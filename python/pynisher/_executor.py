@@ -194,7 +194,11 @@ class PynisherExecutor(concurrent.futures.Executor):
         for warning in caught:
             warnings.warn(warning.message, warning.category, stacklevel=2)
         self.options = {**options, "warnings": False}
-        self._max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        elif isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers: expected a positive int, got {max_workers!r}")
+        self._max_workers = max_workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self._max_workers, thread_name_prefix=thread_name_prefix
         )

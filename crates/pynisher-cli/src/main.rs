@@ -136,13 +136,7 @@ fn memory_mode(text: &str) -> Result<MemoryMode, String> {
 
 /// A duration, where zero (no grace at all: SIGKILL at once) is allowed.
 fn grace_period(text: &str) -> Result<Duration, String> {
-    let number = text
-        .trim()
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    if number.trim().parse::<f64>() == Ok(0.0) {
-        return Ok(Duration::ZERO);
-    }
-    pynisher::parse_duration("--grace-period", text).map_err(message)
+    pynisher::parse_grace_period("--grace-period", text).map_err(message)
 }
 
 /// The last signal pynisher received, and how many it has received.

@@ -130,17 +130,15 @@ impl LimitsPy {
         memory_mode: &str,
         grace_period: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let grace = match grace_period.filter(|g| !g.is_none()) {
-            // Zero is allowed here: it means SIGKILL right away.
-            Some(g)
-                if g.extract::<f64>().is_ok_and(|s| s == 0.0)
-                    && !g.is_instance_of::<pyo3::types::PyBool>() =>
-            {
-                Duration::ZERO
-            }
-            Some(g) => duration_arg("grace_period", Some(g))?.unwrap_or_default(),
-            None => Duration::from_secs(1),
-        };
+        // Zero is allowed in every form (0, "0", (0, "s")): SIGKILL right away.
+        let grace = limit_arg(
+            "grace_period",
+            grace_period,
+            "s",
+            pynisher::grace_period_from_number,
+            pynisher::parse_grace_period,
+        )?
+        .unwrap_or(Duration::from_secs(1));
         let limits = Limits {
             wall_time: duration_arg("wall_time", wall_time)?,
             cpu_time: duration_arg("cpu_time", cpu_time)?,

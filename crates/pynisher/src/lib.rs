@@ -51,7 +51,8 @@ pub use command::{Command, RunningCommand, Signaller};
 pub use error::{Error, ErrorKind, Result};
 pub use fork::{fork_with, ForkHooks, ForkOptions, NoHooks};
 pub use limits::{
-    bytes_from_number, duration_from_number, parse_bytes, parse_duration, Limits, MemoryMode,
+    bytes_from_number, duration_from_number, grace_period_from_number, parse_bytes, parse_duration,
+    parse_grace_period, Limits, MemoryMode,
 };
 pub use outcome::{Exit, Outcome, Status, Usage};
 pub use supervisor::{Finished, Stop, Supervised};

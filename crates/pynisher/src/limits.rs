@@ -292,6 +292,40 @@ pub fn parse_duration(argument: &str, text: &str) -> Result<Duration> {
     duration_from_number(argument, number, &unit)
 }
 
+/// Like [`duration_from_number`], but for a grace period, where zero is
+/// allowed: no grace at all, SIGKILL at once.
+///
+/// # Errors
+/// As [`duration_from_number`], for any value but zero.
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(pynisher::grace_period_from_number("grace_period", 0.0, "s").unwrap(), Duration::ZERO);
+/// assert!(pynisher::grace_period_from_number("grace_period", -1.0, "s").is_err());
+/// ```
+pub fn grace_period_from_number(argument: &str, value: f64, unit: &str) -> Result<Duration> {
+    if value == 0.0 && unit_factor(TIME_UNITS, unit).is_some() {
+        return Ok(Duration::ZERO);
+    }
+    duration_from_number(argument, value, unit)
+}
+
+/// Parses a grace period such as `"0"`, `"500ms"` or `"2s"`; zero is allowed.
+///
+/// # Errors
+/// An invalid-argument error naming `argument`.
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(pynisher::parse_grace_period("grace_period", "0").unwrap(), Duration::ZERO);
+/// assert_eq!(pynisher::parse_grace_period("grace_period", "0s").unwrap(), Duration::ZERO);
+/// assert_eq!(pynisher::parse_grace_period("grace_period", "2s").unwrap(), Duration::from_secs(2));
+/// ```
+pub fn parse_grace_period(argument: &str, text: &str) -> Result<Duration> {
+    let (number, unit) = split_number(argument, text)?;
+    grace_period_from_number(argument, number, &unit)
+}
+
 /// Parses a memory size such as `"500MB"`, `"2GiB"`, `"1.5 gb"` or `"4096"`
 /// (bytes).
 ///
