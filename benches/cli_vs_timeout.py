@@ -120,6 +120,10 @@ def overhead(pynisher: str, runs: int) -> None:
     for name, values in samples.items():
         median = statistics.median(values)
         print(f"   {name:<46} {median:8.2f} {percentile(values, 0.9):8.2f} {median - bare:+10.2f}")
+    ratio = statistics.median(samples["pynisher -- true"]) / statistics.median(
+        samples["timeout 60 true"]
+    )
+    print(f"   pynisher -- true / timeout 60 true: {ratio:.2f}x (target: 1.2x or less)")
 
 
 def wall_precision(pynisher: str, runs: int) -> None:

@@ -57,18 +57,18 @@ step 124 "a wall-time limit on sleep" -- --wall-time 500ms -- sleep 10
 step 124 "a CPU-time limit on a busy shell loop" -- \
     --cpu-time 0.5s --wall-time 60s -- bash -c 'while :; do :; done'
 
-# 3. Memory, resident mode: the tree's resident memory plus swap is sampled
-#    and the tree is killed once it passes the limit. Exit code 122. The shell
-#    here reads 300 MB into a variable.
-step 122 "a memory limit (resident mode) on a shell that reads 300 MB" -- \
-    --memory 64MB --memory-mode resident -- \
+# 3. Memory, resident mode (the default): the resident memory plus swap of
+#    the whole process tree is sampled, and the tree is killed once it passes
+#    the limit. Exit code 122. The shell here reads 300 MB into a variable.
+step 122 "a memory limit (resident, the default) on a shell that reads 300 MB" -- \
+    --memory 64MB -- \
     bash -c 'x=$(head -c 300000000 /dev/zero | tr "\0" x); echo "${#x} bytes"'
 
-#    Memory, address_space mode (the default): RLIMIT_AS makes the allocation
-#    itself fail, and the command reports it its own way; pynisher passes on
-#    the command's exit code (bash's is 2 when it cannot allocate).
-step 2 "a memory limit (address_space mode): the command sees the failed allocation" -- \
-    --memory 64MB -- \
+#    Memory, address-space mode: RLIMIT_AS makes the allocation itself fail,
+#    and the command reports it its own way; pynisher passes on the
+#    command's exit code (bash's is 2 when it cannot allocate).
+step 2 "a memory limit (address-space mode): the command sees the failed allocation" -- \
+    --memory 64MB --memory-mode address-space -- \
     bash -c 'x=$(head -c 300000000 /dev/zero | tr "\0" x); echo "${#x} bytes"'
 
 # 4. Exit codes: the command's own, 128 + N for a signal, and pynisher's own

@@ -1,6 +1,7 @@
 //! The `pynisher` binary, end to end with real commands.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -155,6 +156,8 @@ fn allocating_under_the_address_space_limit_fails_in_the_command() {
     let output = run(&[
         "--memory",
         "200MB",
+        "--memory-mode",
+        "address-space",
         "--json",
         "-",
         "--",
@@ -179,6 +182,8 @@ fn allocating_under_the_address_space_limit_fails_in_the_command() {
     let output = run(&[
         "--memory",
         "200MB",
+        "--memory-mode",
+        "address_space",
         "--",
         "python3",
         "-c",
@@ -189,12 +194,11 @@ fn allocating_under_the_address_space_limit_fails_in_the_command() {
 
 #[test]
 fn allocating_over_the_resident_limit_gets_the_memory_code() {
+    // Resident memory of the whole tree is the default mode.
     let started = Instant::now();
     let output = run(&[
         "--memory",
         "150MB",
-        "--memory-mode",
-        "resident",
         "--wall-time",
         "20s",
         "--json",
@@ -317,6 +321,127 @@ fn a_command_that_cannot_run_exits_126() {
 }
 
 #[test]
+fn an_executable_script_without_a_shebang_runs_with_sh() {
+    let dir = temp_dir("no-shebang");
+    let script = dir.join("script");
+    std::fs::write(&script, "echo \"sh ran $0 with $1\"\nexit 3\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = run(&["--", script.to_str().unwrap(), "an-argument"]);
+    assert_eq!(code(&output), 3, "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("sh ran {} with an-argument\n", script.display())
+    );
+    // Found through PATH, too.
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let output = pynisher(&["--", "script", "x"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 3, "{}", stderr(&output));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_at_the_wall_limit_is_reported_killed_by_sigkill() {
+    let output = run(&[
+        "--wall-time",
+        "300ms",
+        "--grace-period",
+        "300ms",
+        "--json",
+        "-",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    ]);
+    assert_eq!(code(&output), 124, "{}", stderr(&output));
+    let report = json(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(report["signal_name"], "SIGKILL");
+    let detail = report["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sent SIGTERM, still running after the grace period of 0.3 s")
+            && detail.ends_with("killed with SIGKILL"),
+        "{detail}"
+    );
+    // A command that SIGTERM does stop is reported as stopped with SIGTERM.
+    let output = run(&["--wall-time", "300ms", "--json", "-", "--", "sleep", "10"]);
+    let report = json(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(report["signal_name"], "SIGTERM");
+    assert!(
+        report["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("stopped with SIGTERM"),
+        "{report}"
+    );
+}
+
+/// Runs pynisher with `args` on a new pseudo-terminal, in its foreground
+/// (as a shell prompt would), types `input` and returns what the terminal
+/// showed and pynisher's exit code. Python's `pty` module does the work.
+fn run_on_a_terminal(args: &[&str], input: &str) -> (String, i32) {
+    const SCRIPT: &str = r#"
+import json, os, pty, select, sys, time
+argv, data = json.loads(sys.argv[1]), sys.argv[2].encode()
+pid, master = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+time.sleep(0.5)
+os.write(master, data)
+out, deadline = b"", time.time() + 20
+while time.time() < deadline:
+    if select.select([master], [], [], 0.1)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    elif os.waitpid(pid, os.WNOHANG)[0]:
+        pid = 0
+        break
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) if pid else None
+print(json.dumps([out.decode(errors="replace"), code]))
+"#;
+    let mut argv = vec![PYNISHER];
+    argv.extend_from_slice(args);
+    let argv = serde_json::to_string(&argv).unwrap();
+    let output = Command::new("python3")
+        .args(["-c", SCRIPT, &argv, input])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result = json(&String::from_utf8_lossy(&output.stdout));
+    let code = result[1].as_i64().map_or(-1, |c| c as i32);
+    (result[0].as_str().unwrap().to_owned(), code)
+}
+
+#[test]
+fn foreground_lets_the_command_read_the_terminal() {
+    let reader = ["sh", "-c", "read line; echo \"got:$line\"; exit 5"];
+    let mut args = vec!["--wall-time", "5", "--foreground", "--"];
+    args.extend(reader);
+    let (screen, code) = run_on_a_terminal(&args, "hello\n");
+    assert_eq!(code, 5, "{screen}");
+    assert!(screen.contains("got:hello"), "{screen}");
+
+    // Ctrl-C on the terminal reaches the command directly.
+    let (screen, code) = run_on_a_terminal(&args, "\x03");
+    assert_eq!(code, 128 + libc::SIGINT, "{screen}");
+
+    // Without --foreground the command is in a background group of the
+    // terminal: reading stops it, and the wall-time limit ends it.
+    let mut args = vec!["--wall-time", "1.5", "--"];
+    args.extend(reader);
+    let (screen, code) = run_on_a_terminal(&args, "hello\n");
+    assert_eq!(code, 124, "{screen}");
+    assert!(!screen.contains("got:hello"), "{screen}");
+}
+
+#[test]
 fn bad_option_values_exit_125_naming_the_option() {
     let cases: &[(&[&str], &str)] = &[
         (&["--wall-time", "0", "true"], "--wall-time"),
@@ -423,7 +548,7 @@ fn the_json_report_has_every_field() {
     assert_eq!(report["limits"]["wall_time"], 0.3);
     assert_eq!(report["limits"]["cpu_time"], 10.0);
     assert_eq!(report["limits"]["memory"], 1u64 << 30);
-    assert_eq!(report["limits"]["memory_mode"], "address_space");
+    assert_eq!(report["limits"]["memory_mode"], "resident");
     assert_eq!(report["limits"]["grace_period"], 0.25);
     assert!(report["exit_code"].is_null());
     assert_eq!(report["signal"], libc::SIGTERM);

@@ -33,6 +33,10 @@
 //!    or blocked (the Rust runtime ignores SIGPIPE, for example);
 //! 4. `chdir` if a working directory was set, then `execve`.
 //!
+//! An executable file that `execve` refuses with `ENOEXEC` (a script
+//! without a `#!` line) is run again with `/bin/sh`, as `execvp` and the
+//! shell do.
+//!
 //! If a step fails, the child writes the step and `errno` to the pipe and
 //! exits. Because the caller resumes only after `execve` or exit, what is in
 //! the pipe at that moment is the whole answer: the caller never waits for
@@ -95,6 +99,9 @@ use crate::outcome::{Exit, Outcome, Status};
 use crate::supervisor::{Stop, Supervised};
 use crate::sys::{self, Pid};
 use crate::tree::Tree;
+
+/// The shell that runs an executable script without a `#!` line.
+const SHELL: &str = "/bin/sh";
 
 /// An external command to run under limits: a program, its arguments, its
 /// environment and working directory.
@@ -210,18 +217,26 @@ impl Command {
     pub fn spawn(&self, limits: &Limits) -> Result<RunningCommand> {
         limits.validate()?;
         let args: Vec<&OsStr> = self.args.iter().map(OsString::as_os_str).collect();
-        let program = Program::build(
-            &self.program,
-            &args,
-            &self.environment(),
-            self.cwd.as_deref(),
-        )?;
+        let env = self.environment();
+        let program = Program::build(&self.program, &args, &env, self.cwd.as_deref())?;
         // A new program image starts from nothing: in address-space mode the
         // limit is its whole address space, not headroom on top of the
         // caller's size.
         let (setup, cgroup) = ChildSetup::for_call(limits, None);
         let setup = setup.absolute_memory();
-        let (pid, started) = exec::start(&program, &setup, true)?;
+        let (pid, started) = match exec::start(&program, &setup, true) {
+            // An executable file that the kernel cannot run (a script
+            // without a `#!` line) is a shell script, as for `execvp` and
+            // the shell: run it with /bin/sh.
+            Err(err) if err.is_exec_format_error() => {
+                let mut script_args = vec![program.path()];
+                script_args.extend(args.iter().copied());
+                let shell =
+                    Program::build(OsStr::new(SHELL), &script_args, &env, self.cwd.as_deref())?;
+                exec::start(&shell, &setup, true)?
+            }
+            other => other?,
+        };
         let supervised = match Supervised::new(
             pid,
             None,

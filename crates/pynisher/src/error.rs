@@ -62,6 +62,12 @@ impl Error {
         Self::os(context, io::Error::last_os_error())
     }
 
+    /// Whether this is `execve` refusing a file it cannot run (`ENOEXEC`).
+    pub(crate) fn is_exec_format_error(&self) -> bool {
+        matches!(&self.kind, ErrorKind::CommandNotExecutable { source, .. }
+            if source.raw_os_error() == Some(libc::ENOEXEC))
+    }
+
     /// The argument an [`ErrorKind::InvalidArgument`] names, if it is one.
     pub fn argument(&self) -> Option<&str> {
         match &self.kind {

@@ -167,6 +167,12 @@ impl Program {
     pub fn display(&self) -> &str {
         &self.display
     }
+
+    /// The file `execve` runs: the program as given if it has a `/`, else
+    /// the one found in `PATH`.
+    pub fn path(&self) -> &OsStr {
+        OsStr::from_bytes(self.path.as_bytes())
+    }
 }
 
 /// Finds the file `execve` should run, as `execvp` would: a name with a `/`

@@ -56,3 +56,5 @@ pub use limits::{
 };
 pub use outcome::{Exit, Outcome, Status, Usage};
 pub use supervisor::{Finished, Stop, Supervised};
+pub use sys::become_subreaper;
+pub use tree::kill_own_descendants;

@@ -93,6 +93,11 @@ impl Exit {
         }
     }
 
+    /// The name of the signal that killed the process, such as `"SIGKILL"`.
+    pub fn signal_name(self) -> Option<String> {
+        self.signal().map(sys::signal_name)
+    }
+
     /// The shell's convention: the code, or 128 + the signal number.
     pub fn shell_code(self) -> i32 {
         match self {

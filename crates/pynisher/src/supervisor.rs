@@ -700,6 +700,24 @@ struct Evidence {
     oom_killed: bool,
 }
 
+/// The kill reason's account of a time limit says which soft stop was sent;
+/// if the call then died by SIGKILL, the soft stop did not end it within the
+/// grace period, and the account says so.
+fn kill_detail(reason: &KillReason, exit: Option<Exit>, grace: Duration) -> String {
+    if exit == Some(Exit::Signal(libc::SIGKILL)) {
+        for soft in ["SIGTERM", "SIGXCPU"] {
+            if let Some(head) = reason.detail.strip_suffix(&format!("stopped with {soft}")) {
+                return format!(
+                    "{head}sent {soft}, still running after the grace period of {}; \
+                     killed with SIGKILL",
+                    fmt_secs(grace)
+                );
+            }
+        }
+    }
+    reason.detail.clone()
+}
+
 fn classify(
     limits: &Limits,
     frame: Option<&Frame>,
@@ -710,7 +728,10 @@ fn classify(
 ) -> (Status, String) {
     let exit = evidence.exit;
     if let Some(reason) = kill_reason.as_ref().filter(|r| !r.after_result) {
-        return (reason.status, reason.detail.clone());
+        return (
+            reason.status,
+            kill_detail(reason, exit, limits.grace_period),
+        );
     }
     if let Some(frame) = frame {
         return match frame.tag {
@@ -741,7 +762,10 @@ fn classify(
         };
     }
     if let Some(reason) = kill_reason {
-        return (reason.status, reason.detail);
+        return (
+            reason.status,
+            kill_detail(&reason, exit, limits.grace_period),
+        );
     }
     if evidence.oom_killed {
         return (
