@@ -99,3 +99,38 @@ def exits_zero_without_result() -> None:
 
 def raise_memory_error() -> None:
     raise MemoryError("explicit")
+
+
+def touches_shared_memory(mb: int, hold: float) -> int:
+    """Touches ``mb`` MB of one ``MAP_SHARED`` mapping from two processes of
+    the call, holds it, and frees it. They take turns, 25 MB at a time, and
+    it is freed for both 25 MB at a time, so that no more than 25 MB is ever
+    private to one of them: the rest is shared by both."""
+    import mmap
+
+    size, step = mb * MB, 25 * MB
+    shared = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+    child_turn, parent_done = os.pipe()
+    parent_turn, child_done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        for start in range(0, size, step):
+            os.read(child_turn, 1)
+            for i in range(start, min(start + step, size), 4096):
+                shared[i] = 2
+            os.write(child_done, b"x")
+        os.read(child_turn, 1)
+        shared.close()
+        os._exit(0)
+    for start in range(0, size, step):
+        for i in range(start, min(start + step, size), 4096):
+            shared[i] = 1
+        os.write(parent_done, b"x")
+        os.read(parent_turn, 1)
+    time.sleep(hold)
+    for start in range(0, size, step):
+        shared.madvise(mmap.MADV_REMOVE, start, min(step, size - start))
+    shared.close()
+    os.write(parent_done, b"x")
+    os.waitpid(pid, 0)
+    return size

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import alive
+from limits_funcs import touches_shared_memory
 
 from pynisher import MemoryLimitException, Pynisher, Status, _core, supports
 
@@ -57,3 +58,9 @@ def test_an_escaped_process_dies_with_the_cgroup(tmp_path: Path) -> None:
     )
     assert outcome.status is Status.MEMORY
     assert not alive(int(pid_file.read_text()))
+
+
+@needs_cgroup
+def test_the_kernel_counts_memory_shared_within_the_call() -> None:
+    outcome = Pynisher(touches_shared_memory, memory="200MB", memory_mode="resident").run(600, 1.0)
+    assert outcome.status is Status.MEMORY, outcome.detail

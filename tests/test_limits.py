@@ -31,6 +31,7 @@ from limits_funcs import (
     raises_sigxcpu_itself,
     sleeper,
     stops_itself,
+    touches_shared_memory,
 )
 from numpy_funcs import numpy_allocate
 
@@ -343,3 +344,23 @@ def test_every_limit_at_once_not_hit(context: str) -> None:
     outcome = limited.run(50)
     assert outcome.status is Status.OK, outcome.detail
     assert outcome.value == 50 * MB
+
+
+def test_resident_mode_counts_memory_shared_within_the_call(context: str) -> None:
+    # 600 MB touched through one MAP_SHARED mapping by two processes of the
+    # call: no page is private to either, yet all of it is the call's.
+    outcome = Pynisher(
+        touches_shared_memory, memory="200MB", memory_mode="resident", context=context
+    ).run(600, 1.0)
+    assert outcome.status is Status.MEMORY, outcome.detail
+    assert "resident memory" in outcome.detail
+    assert outcome.peak_memory > 200 * MB
+
+
+def test_resident_mode_reports_memory_shared_within_the_call_in_the_peak(context: str) -> None:
+    outcome = Pynisher(
+        touches_shared_memory, memory="600MB", memory_mode="resident", context=context
+    ).run(300, 0.5)
+    assert outcome.status is Status.OK, outcome.detail
+    # Each page counts once, split between the two processes that map it.
+    assert 280 * MB <= outcome.peak_memory < 500 * MB

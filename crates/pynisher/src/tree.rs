@@ -32,7 +32,7 @@ pub struct Tree {
     /// Whether the root belongs to the tree to be killed. False when a child
     /// cleans up its own descendants.
     include_root: bool,
-    /// Whether the root's private memory counts. Not for a guardian, whose
+    /// Whether the root's memory counts. Not for a guardian, whose
     /// memory is the function's own.
     root_memory: bool,
     members: HashMap<Pid, Member>,
@@ -45,8 +45,9 @@ pub struct Tree {
 pub struct Sample {
     /// CPU time of every live process plus what each has reaped.
     pub cpu: Duration,
-    /// Private resident memory plus swap of the live processes, in bytes,
-    /// when asked for.
+    /// The memory the live processes are charged for, in bytes, when asked
+    /// for: private resident memory plus swap, and each one's proportional
+    /// share of the shared memory it maps (see [`sys::charged_memory`]).
     pub memory: u64,
     /// How many processes are alive, root included.
     pub alive: usize,
@@ -124,9 +125,9 @@ impl Tree {
     }
 
     /// Measures the known tree: CPU time (own plus reaped children) of the
-    /// root and every live member, and with `private_memory` their private
-    /// resident memory plus swap. Marks members that have exited.
-    pub fn measure(&mut self, private_memory: bool) -> Sample {
+    /// root and every live member, and with `memory` the memory they are
+    /// charged for. Marks members that have exited.
+    pub fn measure(&mut self, memory: bool) -> Sample {
         let mut sample = Sample::default();
         let root = self.include_root.then_some(self.root);
         let pids: Vec<Pid> = root
@@ -153,8 +154,8 @@ impl Tree {
                 continue;
             }
             sample.alive += 1;
-            if private_memory && (pid != self.root || self.root_memory) {
-                sample.memory += sys::private_memory(pid).unwrap_or(0);
+            if memory && (pid != self.root || self.root_memory) {
+                sample.memory += sys::charged_memory(pid).unwrap_or(0);
             }
         }
         // A process reaped by something outside the tree takes its CPU time

@@ -321,20 +321,109 @@ pub fn all_processes() -> Vec<ProcStat> {
     .collect()
 }
 
-/// Private memory of one process in bytes: private resident pages plus swap,
-/// from `/proc/<pid>/smaps_rollup`. Pages still shared copy-on-write with the
+/// The memory one process of a call is charged for, in bytes: its private
+/// resident pages plus swap, plus its proportional share of the shared
+/// memory pages it maps together with other processes (see
+/// [`shared_memory_share`]). Pages still shared copy-on-write with the
 /// caller do not count.
-pub fn private_memory(pid: Pid) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let mut kib = 0;
-    for line in text.lines() {
+///
+/// Cheap in the usual case: one read of `/proc/<pid>/smaps_rollup`.
+/// `/proc/<pid>/status` is read only when the process has shared memory
+/// resident, and the full `/proc/<pid>/smaps` only when some of it is
+/// mapped by another process too.
+pub fn charged_memory(pid: Pid) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut private_kib = 0;
+    let mut shmem_pss_kib = 0;
+    for line in rollup.lines() {
         let mut words = line.split_ascii_whitespace();
-        let key = words.next()?;
-        if matches!(key, "Private_Clean:" | "Private_Dirty:" | "Swap:") {
-            kib += words.next()?.parse::<u64>().ok()?;
+        let (Some(key), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match key {
+            "Private_Clean:" | "Private_Dirty:" | "Swap:" => {
+                private_kib += value.parse::<u64>().ok()?
+            }
+            "Pss_Shmem:" => shmem_pss_kib = value.parse::<u64>().ok()?,
+            _ => {}
         }
     }
-    Some(kib * 1024)
+    // A process whose shared-memory pages are all its own has a proportional
+    // share equal to what it maps, and those pages are private: counted.
+    let shared_kib = if shmem_pss_kib > 0
+        && status_kib(pid, "RssShmem:").is_some_and(|rss| rss > shmem_pss_kib)
+    {
+        shared_memory_share(pid).unwrap_or(0)
+    } else {
+        0
+    };
+    Some((private_kib + shared_kib) * 1024)
+}
+
+/// One field of `/proc/<pid>/status` given in kB.
+fn status_kib(pid: Pid, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(key))?;
+    line[key.len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The proportional share, in kB, of the pages of shared memory mappings
+/// (`MAP_SHARED` anonymous memory, memfd, `/dev/shm`, System V) that the
+/// process maps together with other processes: a page mapped by k processes
+/// counts 1/k to each, so a page shared only by the call's processes counts
+/// once in the tree's total. Pages that are the process's own are left out:
+/// they are among its private pages already. Private file mappings are left
+/// out too, so the caller's memory that a forked child reads (a returned
+/// array of an earlier call, mapped copy-on-write) is not charged.
+fn shared_memory_share(pid: Pid) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut total = 0;
+    let mut counted = false;
+    let (mut pss, mut private) = (0u64, 0u64);
+    for line in smaps.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let Some(first) = words.next() else {
+            continue;
+        };
+        if !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode path".
+            if counted {
+                total += pss.saturating_sub(private);
+            }
+            let perms = words.next().unwrap_or("");
+            let path = words.nth(3).unwrap_or("");
+            counted = perms.as_bytes().get(3) == Some(&b's') && is_shared_memory(path);
+            (pss, private) = (0, 0);
+            continue;
+        }
+        if counted {
+            let value = words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            match first {
+                "Pss:" => pss = value,
+                "Private_Clean:" | "Private_Dirty:" => private += value,
+                _ => {}
+            }
+        }
+    }
+    if counted {
+        total += pss.saturating_sub(private);
+    }
+    Some(total)
+}
+
+/// Whether a mapping's path names shared memory rather than a file on disk,
+/// whose shared pages are the page cache's.
+fn is_shared_memory(path: &str) -> bool {
+    ["/dev/zero", "/memfd:", "/SYSV", "/dev/shm/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
 /// The conventional name of a signal, such as "SIGSEGV".
