@@ -146,6 +146,7 @@ def child_split(
     on ``report_fd``); returns in the process that runs the call."""
 
 def child_exit(sent: bool) -> NoReturn: ...
+def cli_main(argv: list[str]) -> int: ...
 
 @final
 class ForkServer:

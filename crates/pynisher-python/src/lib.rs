@@ -685,6 +685,14 @@ fn child_exit(py: Python<'_>, sent: bool) {
     pynisher::fork::finish_child(sent)
 }
 
+/// Runs the `pynisher` command line with `argv` (the first item is the
+/// program name) and returns its exit status: the `pynisher` script that
+/// pip installs. The logic is the CLI crate's, shared with the binary.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> u8 {
+    py.detach(|| pynisher_cli::main(argv))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LimitsPy>()?;
@@ -701,6 +709,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(child_apply_limits, m)?)?;
     m.add_function(wrap_pyfunction!(child_exit, m)?)?;
     m.add_function(wrap_pyfunction!(child_split, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add("REQUEST_FD", REQUEST_FD)?;
     m.add("REPORT_FD", pynisher::exec::INTERPRETER_REPORT_FD)?;
     let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
