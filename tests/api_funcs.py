@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Callable, Optional
 
 from pynisher import limit
 
@@ -104,3 +105,17 @@ LIMITED_PIDS = {
     "spawn": spawn_limited_pids,
     "forkserver": forkserver_limited_pids,
 }
+
+
+def make_limited_sleeper(wall_time: float, context: str) -> Callable[..., float]:
+    """A factory of limited functions: each it makes has the same module and
+    ``__qualname__`` (``make_limited_sleeper.<locals>.sleep_or_call``)."""
+
+    @limit(wall_time=wall_time, context=context)
+    def sleep_or_call(seconds: float, inner: Optional[Callable[[float], float]] = None) -> float:
+        if inner is not None:
+            return inner(seconds)
+        time.sleep(seconds)
+        return seconds
+
+    return sleep_or_call

@@ -24,6 +24,7 @@ from api_funcs import (
     busy_then_done,
     double,
     fail,
+    make_limited_sleeper,
     own_comm,
     prints,
     prints_then_fails,
@@ -223,6 +224,15 @@ def test_a_different_decorated_function_inside_a_child_is_limited_on_its_own(
     outer, inner = outer_limited()
     assert outer != os.getpid()
     assert inner not in (outer, os.getpid())
+
+
+def test_a_factory_made_limited_function_inside_another_is_still_limited(context: str) -> None:
+    # Both come from one factory, so they share module and __qualname__: the
+    # inner one must still be limited inside the outer one's child.
+    outer = make_limited_sleeper(10, context)
+    inner = make_limited_sleeper(0.5, context)
+    with pytest.raises(WallTimeoutException):
+        outer(3, inner)
 
 
 def test_decorated_functions_raise_the_functions_error(context: str) -> None:

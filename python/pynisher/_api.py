@@ -198,6 +198,9 @@ class Pynisher(Generic[P, T]):
             raise ValueError(f"name: expected a str or None, got {name!r}")
         self.func = func
         self.name = name
+        # The function decorated with `limit`/`restricted` whose limits these
+        # are; set by the decorator (see _child._ChildState).
+        self._decorated: Optional[Callable[..., Any]] = None
         self._limits = _core.Limits(
             wall_time=wall_time,
             cpu_time=cpu_time,
@@ -313,6 +316,7 @@ class Pynisher(Generic[P, T]):
                 memory_limited=memory_limited,
                 redirected=redirected,
                 output_fd=call_file,
+                decorated=self._decorated,
             )
             return _core.run_fork(
                 body,
@@ -327,6 +331,7 @@ class Pynisher(Generic[P, T]):
             self.func,
             args,
             kwargs,
+            decorated=self._decorated,
             limits=self._limits,
             name=name,
             memory_limited=memory_limited,
@@ -481,11 +486,12 @@ def _decorate(func: Callable[P, T], options: dict[str, Any]) -> Callable[P, T]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        if _child.child_state.is_running(func):
-            # Already inside this function's own limited child.
+        if _child.child_state.is_running(wrapper):
+            # Already inside this very function's own limited child.
             return func(*args, **kwargs)
         return limited(*args, **kwargs)
 
+    limited._decorated = wrapper
     wrapper.__pynisher__ = limited  # type: ignore[attr-defined]
     return wrapper
 

@@ -23,29 +23,26 @@ _U64 = struct.Struct("<Q")
 
 
 class _ChildState:
-    """The function running in this process, when this process is a child.
+    """The decorated function whose own limited child this process is.
 
-    A decorated function that calls itself (or is called by name) inside its
-    own child runs directly instead of starting a second limited child. Under
-    spawn the function arrives as a copy, so functions are compared by module
-    and qualified name, not by identity.
+    A function decorated with `limit` or `restricted` that calls itself (or
+    is called by name) inside its own child runs directly instead of starting
+    a second limited child. The child is told which decorated function it
+    runs (``decorated``: the wrapper object itself, never its name, so two
+    wrappers with the same module and ``__qualname__``, as a factory makes
+    them, stay apart). Under spawn and forkserver the wrapper arrives in the
+    same pickle as the function, so the name the function calls it by
+    resolves to this very object: by reference, the module's attribute; by
+    value, the same copy.
     """
 
-    running: Optional[tuple[Any, Any]] = None
+    running: Any = None
 
-    def enter(self, func: Callable[..., Any]) -> None:
-        self.running = function_key(func)
+    def enter(self, decorated: Any) -> None:
+        self.running = decorated
 
-    def is_running(self, func: Callable[..., Any]) -> bool:
-        return self.running is not None and self.running == function_key(func)
-
-
-def function_key(func: Callable[..., Any]) -> tuple[Any, Any]:
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None)
-    if module is None or qualname is None:
-        return ("id", id(func))
-    return (module, qualname)
+    def is_running(self, decorated: Any) -> bool:
+        return self.running is not None and self.running is decorated
 
 
 child_state = _ChildState()
@@ -69,11 +66,12 @@ def _refuse_open_file(file: Any) -> Any:
 
 
 def dumps(value: Any, *, by_value: bool, buffer_callback: Any = None) -> bytes:
-    """Pickle a result to send to the caller.
+    """Pickle a result or an exception to send to the caller.
 
     ``by_value`` (a fresh interpreter: spawn or forkserver) uses cloudpickle,
-    so lambdas, and functions the caller defined in ``__main__`` (which
-    arrived here by value), travel back. An open
+    so lambdas, and functions and classes the caller defined in ``__main__``
+    (which arrived here by value), travel back; cloudpickle maps such a class
+    back to the caller's own class, so ``except MyError`` works. An open
     text file is refused as plain pickle refuses it, instead of arriving as
     a ``StringIO`` snapshot, so a returned file is the same error in every
     context.
@@ -142,10 +140,14 @@ def decode_value(payload: Any) -> Any:
     return pickle.loads(main, buffers=buffers)
 
 
-def encode_error(exc: BaseException, tb: str, problem: Optional[str] = None) -> list[Any]:
-    """Encode an exception with its traceback; never raises for a bad exception."""
+def encode_error(
+    exc: BaseException, tb: str, problem: Optional[str] = None, *, by_value: bool = False
+) -> list[Any]:
+    """Encode an exception with its traceback; never raises for a bad
+    exception. The exception is pickled as a result would be (``by_value``:
+    see :func:`dumps`)."""
     try:
-        pickled: Optional[bytes] = pickle.dumps(exc, protocol=5)
+        pickled: Optional[bytes] = dumps(exc, by_value=by_value)
         pickle_error = None
     except Exception as why:
         pickled = None
@@ -305,6 +307,7 @@ def make_body(
     redirected: tuple[bool, bool] = (False, False),
     output_fd: Optional[int] = None,
     by_value: bool = False,
+    decorated: Any = None,
 ) -> Callable[[], tuple[str, list[Any]]]:
     """Build the callable the child runs; it returns ``(frame tag, parts)``.
 
@@ -312,7 +315,9 @@ def make_body(
     to Python objects; what the function prints to them goes to the output
     file ``output_fd`` (see :func:`capture_output`). ``by_value`` pickles the
     result with cloudpickle, so that a fresh interpreter can return lambdas
-    and functions of its ``__main__``.
+    and functions of its ``__main__``. ``decorated`` is the decorated
+    function (`limit`, `restricted`) this call runs, if any: it runs
+    directly when called inside this child (see `_ChildState`).
 
     Everything needed to report running out of memory is allocated here, in
     the caller, before the fork and before the memory limit applies.
@@ -320,7 +325,7 @@ def make_body(
     out_of_memory: tuple[str, list[Any]] = ("memory", [])
 
     def body() -> tuple[str, list[Any]]:
-        child_state.enter(func)
+        child_state.enter(decorated)
         try:
             capture_output(redirected, output_fd)
             try:
@@ -335,7 +340,7 @@ def make_body(
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 exc.__traceback__ = None
-                return tag, encode_error(exc, tb)
+                return tag, encode_error(exc, tb, by_value=by_value)
             try:
                 return "value", encode_value(value, by_value=by_value)
             except MemoryError:
@@ -346,7 +351,7 @@ def make_body(
                     f"the function returned a {type(value).__qualname__} that cannot be pickled"
                     f" ({type(exc).__name__}: {exc})"
                 )
-                return "error", encode_error(exc, tb, problem=problem)
+                return "error", encode_error(exc, tb, problem=problem, by_value=by_value)
         except MemoryError:
             return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
         finally:

@@ -32,7 +32,7 @@ def command(preload: tuple[str, ...]) -> list[str]:
         f"import sys; sys.path.insert(0, {package_root!r}); "
         f"from pynisher._forkserver import serve; serve({preload!r})"
     )
-    return [sys.executable, "-c", code]
+    return [sys.executable, *_spawn.interpreter_flags(), "-c", code]
 
 
 def server_for(preload: tuple[str, ...]) -> _core.ForkServer:

@@ -30,11 +30,30 @@ def _describe(obj: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _send_mp_main_by_value(cloudpickle: Any) -> None:
+    """Inside a multiprocessing worker started by spawn or forkserver, the
+    main script is the module ``__mp_main__``, which no fresh interpreter can
+    import: its functions and classes travel by value, as ``__main__``'s do
+    (and classes come back as the caller's own)."""
+    module = sys.modules.get("__mp_main__")
+    if module is not None and module.__name__ == "__mp_main__":
+        cloudpickle.register_pickle_by_value(module)
+
+
+def interpreter_flags() -> list[str]:
+    """The caller's interpreter flags (``-O``, ``-X``, ``-W``, ``-E``, ``-I``,
+    ``-s``, ...) for a child interpreter, as multiprocessing passes them."""
+    import subprocess
+
+    return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+
+
 def build_request(
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
+    decorated: Any = None,
     limits: Any,
     name: Optional[str],
     memory_limited: bool,
@@ -48,8 +67,11 @@ def build_request(
     """
     import cloudpickle
 
+    _send_mp_main_by_value(cloudpickle)
     try:
-        payload = cloudpickle.dumps((func, args, kwargs), protocol=5)
+        # One pickle, so a decorated function's wrapper and the name its
+        # function calls it by stay one object in the child.
+        payload = cloudpickle.dumps((func, args, kwargs, decorated), protocol=5)
     except Exception as why:
         culprit = "the function " + _describe(func)
         candidates = [("the function", func)]
@@ -86,7 +108,7 @@ def command() -> list[str]:
         f"import sys; sys.path.insert(0, {package_root!r}); "
         "from pynisher._spawn import main; main()"
     )
-    return [sys.executable, "-c", code]
+    return [sys.executable, *interpreter_flags(), "-c", code]
 
 
 def _read_request(fd: int) -> dict[str, Any]:
@@ -124,11 +146,11 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
     sys.path[:] = request["sys_path"]
     try:
         os.chdir(request["cwd"])
-        func, args, kwargs = pickle.loads(request["payload"])
+        func, args, kwargs, decorated = pickle.loads(request["payload"])
     except BaseException as exc:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         problem = f"could not load the function in the child ({type(exc).__name__}: {exc})"
-        channel.send("error", _child.encode_error(exc, tb, problem=problem))
+        channel.send("error", _child.encode_error(exc, tb, problem=problem, by_value=True))
         _child.flush_stdio()
         _core.child_exit(channel.sent)
     del request["payload"]
@@ -143,6 +165,7 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
         redirected=request["redirected"],
         output_fd=output_fd,
         by_value=True,
+        decorated=decorated,
     )
     tag, parts = body()
     try:
