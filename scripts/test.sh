@@ -25,6 +25,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 "$PYTHON" -m ruff format --check .
 "$PYTHON" -m mypy   # strict: the package and tests/typing_check.py
 
+step "Rust docs and packages"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+for crate in pynisher pynisher-cli; do
+  cargo package --list --allow-dirty -p "$crate" >/dev/null
+done
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

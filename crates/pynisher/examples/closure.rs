@@ -34,7 +34,7 @@ fn fit(points: &[(f64, f64)]) -> Fit {
 }
 
 fn show<T: std::fmt::Debug>(what: &str, outcome: &CallOutcome<T>) {
-    let usage = outcome.usage();
+    let usage = &outcome.usage;
     let result = match &outcome.result {
         Ok(value) => format!("{value:?}"),
         Err(Failure::Panic { message }) => format!("panicked: {message}"),
@@ -42,7 +42,7 @@ fn show<T: std::fmt::Debug>(what: &str, outcome: &CallOutcome<T>) {
     };
     println!(
         "{what:<34} {:<10} wall {:>6.3} s  cpu {:>6.3} s  {result}",
-        outcome.status().as_str(),
+        outcome.status.as_str(),
         usage.wall_time.as_secs_f64(),
         usage.cpu_time().as_secs_f64(),
     );

@@ -7,13 +7,13 @@
 //!
 //! let limits = Limits::new().wall_time(Duration::from_secs(5));
 //! let outcome = call(&limits, || (1..=10u64).product::<u64>())?;
-//! assert_eq!(outcome.status(), Status::Ok);
+//! assert_eq!(outcome.status, Status::Ok);
 //! assert_eq!(outcome.into_result(), Ok(3_628_800));
 //!
 //! // A limit, a panic or a crash is an `Err` inside the outcome.
 //! let limits = Limits::new().wall_time(Duration::from_millis(200));
 //! let outcome = call(&limits, || std::thread::sleep(Duration::from_secs(10)))?;
-//! assert_eq!(outcome.status(), Status::WallTime);
+//! assert_eq!(outcome.status, Status::WallTime);
 //! assert!(matches!(outcome.result, Err(Failure::Limit { status: Status::WallTime, .. })));
 //! # Ok::<(), pynisher::Error>(())
 //! ```
@@ -25,7 +25,7 @@
 //! # What the child does
 //!
 //! The child is a `fork` of the caller. Before the closure runs it sets up
-//! the limits (see [`ChildSetup`](crate::child::ChildSetup)), restores the
+//! the limits (as described in [`Limits`]), restores the
 //! default action of SIGTERM and SIGXCPU and unblocks them, so that the
 //! supervisor's soft stop works even if the caller handles those signals.
 //! It then runs the closure inside `catch_unwind`, encodes its value, sends
@@ -92,25 +92,30 @@ use crate::outcome::{Exit, Outcome, Status, Usage};
 const EXIT_OUT_OF_MEMORY: i32 = 72;
 
 /// What a closure call produced: its value or why there is none, plus the
-/// status, exit and usage of the child.
+/// same `status`, `exit`, `usage` and `detail` fields as an [`Outcome`].
 #[derive(Debug, Clone)]
 pub struct CallOutcome<T> {
     /// The closure's value, or why there is none.
     pub result: std::result::Result<T, Failure>,
-    /// Status, exit status, usage and a readable account of what happened.
-    /// `outcome.status` is [`Status::Ok`] exactly when `result` is `Ok`.
-    pub outcome: Outcome,
+    /// Why the call ended: [`Status::Ok`] exactly when `result` is `Ok`.
+    pub status: Status,
+    /// How the child process ended. `None` only if it could not be reaped.
+    pub exit: Option<Exit>,
+    /// Resources used.
+    pub usage: Usage,
+    /// A readable account of the status and its evidence.
+    pub detail: String,
 }
 
 impl<T> CallOutcome<T> {
-    /// Why the call ended.
-    pub fn status(&self) -> Status {
-        self.outcome.status
-    }
-
-    /// What the call used.
-    pub fn usage(&self) -> &Usage {
-        &self.outcome.usage
+    fn new(result: std::result::Result<T, Failure>, outcome: Outcome) -> Self {
+        CallOutcome {
+            result,
+            status: outcome.status,
+            exit: outcome.exit,
+            usage: outcome.usage,
+            detail: outcome.detail,
+        }
     }
 
     /// The value, if the closure returned one.
@@ -124,6 +129,16 @@ impl<T> CallOutcome<T> {
     /// The [`Failure`] that stopped the call.
     pub fn into_result(self) -> std::result::Result<T, Failure> {
         self.result
+    }
+
+    /// Everything but the value, as the [`Outcome`] a command gives.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            status: self.status,
+            exit: self.exit,
+            usage: self.usage,
+            detail: self.detail.clone(),
+        }
     }
 }
 
@@ -202,13 +217,13 @@ enum ChildError {
 ///     }
 ///     x
 /// })?;
-/// assert_eq!(outcome.status(), Status::CpuTime);
-/// assert!(outcome.usage().cpu_time() >= Duration::from_millis(300));
+/// assert_eq!(outcome.status, Status::CpuTime);
+/// assert!(outcome.usage.cpu_time() >= Duration::from_millis(300));
 ///
 /// // Tries to allocate 4 GiB with 64 MiB of headroom.
 /// let limits = Limits::new().memory(64 << 20);
 /// let outcome = call(&limits, || vec![1u8; 4 << 30].len())?;
-/// assert_eq!(outcome.status(), Status::Memory);
+/// assert_eq!(outcome.status, Status::Memory);
 /// # Ok::<(), pynisher::Error>(())
 /// ```
 pub fn call<T, F>(limits: &Limits, f: F) -> Result<CallOutcome<T>>
@@ -459,7 +474,7 @@ fn decode<T: DeserializeOwned>(
         Err(Failure::Crashed { .. }) => outcome.status = Status::Crashed,
         Err(Failure::Limit { .. }) => {}
     }
-    CallOutcome { result, outcome }
+    CallOutcome::new(result, outcome)
 }
 
 /// How many threads this process has, from `/proc/self/task`.
@@ -502,7 +517,7 @@ mod tests {
                 message: "boom".into()
             })
         );
-        assert_eq!(call.outcome.detail, "panicked: boom");
+        assert_eq!(call.detail, "panicked: boom");
     }
 
     #[test]
@@ -513,7 +528,7 @@ mod tests {
         };
         let call: CallOutcome<String> = decode(&Limits::new(), outcome(Status::Ok), Some(frame));
         assert!(matches!(call.result, Err(Failure::Encoding { .. })));
-        assert_eq!(call.status(), Status::Error);
+        assert_eq!(call.status, Status::Error);
     }
 
     #[test]
@@ -522,18 +537,14 @@ mod tests {
         aborted.exit = Some(Exit::Signal(libc::SIGABRT));
         let limited = Limits::new().memory(1 << 20);
         let call: CallOutcome<u8> = decode(&limited, aborted.clone(), None);
-        assert_eq!(call.status(), Status::Memory);
-        assert!(
-            call.outcome.detail.contains("SIGABRT"),
-            "{}",
-            call.outcome.detail
-        );
+        assert_eq!(call.status, Status::Memory);
+        assert!(call.detail.contains("SIGABRT"), "{}", call.detail);
         // Without a memory limit, or in resident mode, it is a crash.
         let call: CallOutcome<u8> = decode(&Limits::new(), aborted.clone(), None);
-        assert_eq!(call.status(), Status::Crashed);
+        assert_eq!(call.status, Status::Crashed);
         let resident = limited.memory_mode(MemoryMode::Resident);
         let call: CallOutcome<u8> = decode(&resident, aborted, None);
-        assert_eq!(call.status(), Status::Crashed);
+        assert_eq!(call.status, Status::Crashed);
     }
 
     #[test]
@@ -545,6 +556,6 @@ mod tests {
         );
         let call: CallOutcome<u8> = decode(&Limits::new(), outcome(Status::Crashed), None);
         assert!(matches!(call.result, Err(Failure::Crashed { .. })));
-        assert_eq!(call.status(), Status::Crashed);
+        assert_eq!(call.status, Status::Crashed);
     }
 }

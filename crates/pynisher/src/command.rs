@@ -45,7 +45,7 @@
 //!
 //! # Limits for commands
 //!
-//! - **Wall and CPU time** are enforced by the [supervisor](crate::supervisor)
+//! - **Wall and CPU time** are enforced by the supervisor
 //!   on the whole tree, as for closures: SIGTERM (wall) or SIGXCPU (CPU), then
 //!   SIGKILL after the grace period.
 //! - **Memory, address-space mode** sets `RLIMIT_AS` to the limit in the
@@ -77,8 +77,8 @@
 //! is started after the supervisor's last scan *and* leaves both the group
 //! and the tree (`setsid` plus a double fork within ~100 ms of the command's
 //! exit) is reparented to the nearest subreaper. Make the caller one with
-//! [`sys::become_subreaper`] and kill what it
-//! inherits with [`tree::kill_own_descendants`](crate::tree::kill_own_descendants)
+//! [`become_subreaper`](crate::become_subreaper) and kill what it
+//! inherits with [`kill_own_descendants`](crate::kill_own_descendants)
 //! to close that gap, as the `pynisher` CLI does.
 //!
 //! The command runs as a child subreaper itself (the attribute survives
@@ -198,9 +198,9 @@ impl Command {
     /// Runs the command under `limits` and waits for it.
     ///
     /// # Errors
-    /// The limits are invalid ([`ErrorKind::InvalidArgument`]), the program
-    /// was not found ([`ErrorKind::CommandNotFound`]) or cannot be executed
-    /// ([`ErrorKind::CommandNotExecutable`]), or a system call of pynisher
+    /// The limits are invalid ([`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)), the program
+    /// was not found ([`ErrorKind::CommandNotFound`](crate::ErrorKind::CommandNotFound)) or cannot be executed
+    /// ([`ErrorKind::CommandNotExecutable`](crate::ErrorKind::CommandNotExecutable)), or a system call of pynisher
     /// failed. Everything the command itself does, limits included, is an
     /// [`Outcome`].
     pub fn run(&self, limits: &Limits) -> Result<Outcome> {

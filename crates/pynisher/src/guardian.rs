@@ -602,7 +602,7 @@ fn read_stat(pid: libc::pid_t) -> Option<Stat> {
     parse_stat(buf.get(..n.ok()?)?)
 }
 
-/// Writes "/proc/<pid>/stat\0" into `out`; returns its length with the NUL.
+/// Writes `"/proc/<pid>/stat\0"` into `out`; returns its length with the NUL.
 fn stat_path(pid: libc::pid_t, out: &mut [u8; 32]) -> usize {
     let mut digits = [0u8; 12];
     let mut value = pid.unsigned_abs();

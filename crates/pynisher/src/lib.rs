@@ -1,6 +1,48 @@
 //! Run a closure or a command in a child process under limits on wall time,
 //! CPU time and memory, and learn exactly why it stopped and what it used.
 //!
+//! ```
+//! use std::time::Duration;
+//! use pynisher::{call, Command, Failure, Limits, Status};
+//!
+//! let limits = Limits::new().wall_time(Duration::from_millis(500));
+//!
+//! // A command: its whole process tree is limited and cleaned up.
+//! let outcome = Command::new("sleep").arg("10").run(&limits)?;
+//! assert_eq!(outcome.status, Status::WallTime);
+//! println!("{}: {}", outcome.status, outcome.detail);
+//!
+//! // A closure in a forked child; its value comes back through serde.
+//! let outcome = call(&limits, || (1..=10u64).product::<u64>())?;
+//! assert_eq!(outcome.status, Status::Ok);
+//! assert_eq!(outcome.result, Ok(3_628_800));
+//!
+//! // A limit, a panic or a crash is an `Err` in `result`, with the same
+//! // `status` and `detail` fields as for a command.
+//! let outcome = call(&limits, || std::thread::sleep(Duration::from_secs(10)))?;
+//! assert_eq!(outcome.status, Status::WallTime);
+//! assert!(matches!(outcome.result, Err(Failure::Limit { .. })));
+//! # Ok::<(), pynisher::Error>(())
+//! ```
+//!
+//! # Where to start
+//!
+//! - [`Limits`]: wall time, CPU time (of the whole tree), memory and how it is
+//!   counted ([`MemoryMode`]), and the grace period between the soft stop and
+//!   SIGKILL. [`parse_duration`] and [`parse_bytes`] read `"1.5s"`, `"2GB"`.
+//! - [`Command`] runs a program, like [`std::process::Command`], and gives an
+//!   [`Outcome`]: [`Status`], [`Exit`], [`Usage`] and a readable `detail`.
+//!   See [`command`] for how it is started and what the limits mean there.
+//! - [`call()`] runs a closure in a `fork` of the calling process and gives a
+//!   [`CallOutcome`]: the value or a [`Failure`], plus the same fields as an
+//!   [`Outcome`]. A fork is only safe in a single-threaded process, so `call`
+//!   refuses in a multi-threaded one; see [the `call` module](mod@call).
+//! - Every failure of pynisher itself (a bad limit, a missing program, a
+//!   refused system call) is an [`Error`]; its [`ErrorKind`] says which.
+//!
+//! The `pynisher` command line (crate `pynisher-cli`) and the Python package
+//! are built on this crate.
+//!
 //! # What it guarantees
 //!
 //! - **Exactly one status per call.** A complete result frame wins; then the
@@ -8,7 +50,7 @@
 //!   (SIGXCPU, or CPU time at or over the limit); otherwise the call crashed,
 //!   and the exit code or signal name says how.
 //! - **No process left behind.** Each forked call is two processes: a
-//!   [guardian](guardian), a subreaper in the call's own process group, and
+//!   guardian, a subreaper in the call's own process group, and
 //!   its child, which runs the function. Whatever the function starts stays
 //!   below the guardian, even after a `setsid` or a double fork, and the
 //!   guardian kills it all once the function's process ends, however it
@@ -31,30 +73,49 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod call;
-pub mod cgroup;
-pub mod channel;
-pub mod child;
 pub mod command;
 mod error;
-pub mod exec;
-pub mod fork;
-pub mod forkserver;
-pub mod guardian;
 mod limits;
 mod outcome;
+
+// Internals shared with the Python binding (`pynisher-python`), the CLI and
+// this crate's tests. They are hidden from the documentation and carry no
+// stability promise; use the items re-exported below.
+#[doc(hidden)]
+pub mod cgroup;
+#[doc(hidden)]
+pub mod channel;
+#[doc(hidden)]
+pub mod child;
+#[doc(hidden)]
+pub mod exec;
+#[doc(hidden)]
+pub mod fork;
+#[doc(hidden)]
+pub mod forkserver;
+#[doc(hidden)]
+pub mod guardian;
+#[doc(hidden)]
 pub mod supervisor;
+#[doc(hidden)]
 pub mod sys;
+#[doc(hidden)]
 pub mod tree;
 
 pub use call::{call, call_unchecked, call_with, CallOutcome, Failure};
 pub use command::{Command, RunningCommand, Signaller};
 pub use error::{Error, ErrorKind, Result};
-pub use fork::{fork_with, ForkHooks, ForkOptions, NoHooks};
+pub use fork::ForkOptions;
 pub use limits::{
     bytes_from_number, duration_from_number, grace_period_from_number, parse_bytes, parse_duration,
     parse_grace_period, Limits, MemoryMode,
 };
 pub use outcome::{Exit, Outcome, Status, Usage};
-pub use supervisor::{Finished, Stop, Supervised};
+pub use supervisor::Stop;
 pub use sys::become_subreaper;
 pub use tree::kill_own_descendants;
+
+#[doc(hidden)]
+pub use fork::{fork_with, ForkHooks, NoHooks};
+#[doc(hidden)]
+pub use supervisor::{Finished, Supervised};

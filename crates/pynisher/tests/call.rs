@@ -49,8 +49,8 @@ fn a_value_comes_back() {
         values: (0..5).map(|i| f64::from(i * i)).collect(),
         pid: std::process::id(),
     });
-    assert_eq!(outcome.status(), Status::Ok);
-    assert_eq!(outcome.outcome.exit, Some(Exit::Code(0)));
+    assert_eq!(outcome.status, Status::Ok);
+    assert_eq!(outcome.exit, Some(Exit::Code(0)));
     let report = outcome.into_result().unwrap();
     assert_eq!(report.values, [0.0, 1.0, 4.0, 9.0, 16.0]);
     assert_ne!(report.pid, std::process::id(), "it ran in another process");
@@ -67,14 +67,14 @@ fn a_large_value_comes_back() {
 #[test]
 fn a_panic_comes_back_with_its_message() {
     let outcome: CallOutcome<u32> = run(&limits(), || panic!("bad input: {}", 42));
-    assert_eq!(outcome.status(), Status::Error);
+    assert_eq!(outcome.status, Status::Error);
     assert_eq!(
         outcome.result,
         Err(Failure::Panic {
             message: "bad input: 42".into()
         })
     );
-    assert!(outcome.outcome.detail.contains("bad input: 42"));
+    assert!(outcome.detail.contains("bad input: 42"));
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn the_wall_limit_stops_a_sleeping_closure() {
         .grace_period(Duration::from_millis(500));
     let started = Instant::now();
     let outcome = run(&limits, || std::thread::sleep(Duration::from_secs(30)));
-    assert_eq!(outcome.status(), Status::WallTime);
+    assert_eq!(outcome.status, Status::WallTime);
     let failure = outcome.result.as_ref().unwrap_err();
     assert_eq!(failure.limit(), Some(Status::WallTime));
     assert!(failure.to_string().contains("wall-time"), "{failure}");
@@ -103,7 +103,7 @@ fn the_cpu_limit_stops_a_spinning_closure() {
         }
         x
     });
-    assert_eq!(outcome.status(), Status::CpuTime, "{:?}", outcome.outcome);
+    assert_eq!(outcome.status, Status::CpuTime, "{:?}", outcome.detail);
     assert!(matches!(
         outcome.result,
         Err(Failure::Limit {
@@ -111,9 +111,9 @@ fn the_cpu_limit_stops_a_spinning_closure() {
             ..
         })
     ));
-    assert!(outcome.usage().cpu_time() >= Duration::from_millis(400));
+    assert!(outcome.usage.cpu_time() >= Duration::from_millis(400));
     // CPU time, not wall time, is what the limit bounds (a loaded machine stretches the latter).
-    assert!(outcome.usage().cpu_time() < Duration::from_millis(400) + limits.grace_period + SLACK);
+    assert!(outcome.usage.cpu_time() < Duration::from_millis(400) + limits.grace_period + SLACK);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn a_failed_allocation_is_a_memory_limit() {
         .memory(64 << 20)
         .wall_time(Duration::from_secs(20));
     let outcome = run(&limits, || vec![1u8; 4 << 30].len());
-    assert_eq!(outcome.status(), Status::Memory, "{:?}", outcome.outcome);
+    assert_eq!(outcome.status, Status::Memory, "{:?}", outcome.detail);
     assert_eq!(
         outcome.result.as_ref().unwrap_err().limit(),
         Some(Status::Memory)
@@ -147,7 +147,7 @@ fn the_resident_limit_stops_a_growing_closure() {
         std::thread::sleep(Duration::from_secs(30));
         chunks.len()
     });
-    assert_eq!(outcome.status(), Status::Memory, "{:?}", outcome.outcome);
+    assert_eq!(outcome.status, Status::Memory, "{:?}", outcome.detail);
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn a_crash_names_the_signal() {
         // SIGSEGV: Rust's own handler ignores a raised one.)
         unsafe { libc::raise(libc::SIGUSR1) };
     });
-    assert_eq!(outcome.status(), Status::Crashed);
+    assert_eq!(outcome.status, Status::Crashed);
     match outcome.result {
         Err(Failure::Crashed { exit, detail }) => {
             assert_eq!(exit, Some(Exit::Signal(libc::SIGUSR1)));
@@ -192,7 +192,7 @@ impl<'de> Deserialize<'de> for Unencodable {
 #[test]
 fn a_value_that_cannot_be_encoded_is_reported() {
     let outcome = run(&limits(), || Unencodable);
-    assert_eq!(outcome.status(), Status::Error);
+    assert_eq!(outcome.status, Status::Error);
     match outcome.result {
         Err(Failure::Encoding { message }) => {
             // postcard does not keep a custom error's text.

@@ -324,7 +324,7 @@ pub fn all_processes() -> Vec<ProcStat> {
 /// The memory one process of a call is charged for, in bytes: its private
 /// resident pages plus swap, plus its proportional share of the shared
 /// memory pages it maps together with other processes (see
-/// [`shared_memory_share`]). Pages still shared copy-on-write with the
+/// `shared_memory_share`). Pages still shared copy-on-write with the
 /// caller do not count.
 ///
 /// Cheap in the usual case: one read of `/proc/<pid>/smaps_rollup`.
