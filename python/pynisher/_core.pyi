@@ -102,7 +102,9 @@ def run_fork(
     cancel: Optional[_Cancel] = None,
 ) -> RawOutcome:
     """Forks, runs ``body`` in the child under ``limits`` and supervises it
-    with the GIL released. ``body`` returns ``(tag, parts)``: a frame tag
+    on a thread of its own, which never needs the GIL; this thread waits with
+    the GIL released and takes it every 50 ms to check signals and
+    ``cancel``. ``body`` returns ``(tag, parts)``: a frame tag
     ("value", "error" or "memory") and buffers sent as one frame."""
 
 # The spawn and forkserver contexts (keep in step with lib.rs).
@@ -125,7 +127,7 @@ def run_spawn(
 ) -> RawOutcome:
     """Starts ``argv`` (a fresh interpreter), hands it the call's file
     (holding the request) on `REQUEST_FD` and the result channel, and
-    supervises it with the GIL released."""
+    supervises it as `run_fork` does."""
 
 class ChildChannel:
     """The child's end of the result channel, in a fresh interpreter."""
@@ -170,9 +172,9 @@ def run_forkserver(
     forceful_keyboard_interrupt: bool = True,
     cancel: Optional[_Cancel] = None,
 ) -> RawOutcome:
-    """Runs one call in a child of ``server`` and supervises it with the GIL
-    released; raises `ForkServerError` if the server is gone before the call
-    started."""
+    """Runs one call in a child of ``server`` and supervises it as `run_fork`
+    does (the wait for the server to start the call included); raises
+    `ForkServerError` if the server is gone before the call started."""
 
 def forkserver_serve(control_fd: int, child_main: Callable[[int, int, int], object]) -> None:
     """The forkserver's loop: forks a child per call, which runs

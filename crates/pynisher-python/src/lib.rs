@@ -413,6 +413,7 @@ fn run_fork(
         name,
         terminate_descendants: terminate_child_processes,
     };
+    // The fork happens here, with the GIL held, as `os.fork` does it.
     // SAFETY: the child only runs Python code after PyOS_AfterFork_Child, the
     // same contract as `os.fork`.
     let running = unsafe {
@@ -421,7 +422,7 @@ fn run_fork(
         })
     }
     .map_err(to_py_err)?;
-    supervise(py, running, forceful_keyboard_interrupt, cancel)
+    supervise(py, move || Ok(running), forceful_keyboard_interrupt, cancel)
 }
 
 /// Starts a fresh interpreter with `argv`, hands it the call's file
@@ -454,7 +455,7 @@ fn run_spawn(
     };
     let running =
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
-    supervise(py, running, forceful_keyboard_interrupt, cancel)
+    supervise(py, move || Ok(running), forceful_keyboard_interrupt, cancel)
 }
 
 /// A running forkserver; dropping it kills the server.
@@ -499,13 +500,14 @@ fn run_forkserver(
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
-    // SAFETY: the caller keeps `call_file` open for the whole call.
+    // SAFETY: the caller keeps `call_file` open for the whole call, and
+    // `supervise` returns only once the call has ended.
     let call_file = unsafe { std::os::fd::BorrowedFd::borrow_raw(call_file) };
-    let running = server
-        .0
-        .start_call(call_file, &limits.0, terminate_child_processes)
-        .map_err(to_py_err)?;
-    supervise(py, running, forceful_keyboard_interrupt, cancel)
+    let (server, limits) = (&server.0, &limits.0);
+    // The server may still be importing its preload modules: the wait for it
+    // to start the call is supervised too, away from the GIL.
+    let start = move || server.start_call(call_file, limits, terminate_child_processes);
+    supervise(py, start, forceful_keyboard_interrupt, cancel)
 }
 
 /// The forkserver's main loop: forks a child per call, which runs
@@ -535,40 +537,46 @@ fn cgroup_v2_unavailable() -> Option<String> {
     pynisher::cgroup::delegated().err()
 }
 
-/// Waits for the call with the GIL released, checking Python signals, and
-/// converts the outcome.
+/// Supervises the call that `start` starts on a thread of its own, so that
+/// no lock of the caller (the GIL above all) can delay a kill, and converts
+/// the outcome. This thread waits with the GIL released and, every 50 ms,
+/// takes the GIL to check Python signals and `cancel`; if another thread
+/// holds the GIL meanwhile, only this check (and so the return) waits.
 ///
 /// `cancel`, if given, is polled with `cancel.is_set()` on the same tick as
-/// the signals (every 50 ms); once it is set the tree is killed and
-/// `concurrent.futures.CancelledError` raised.
+/// the signals; once it is set the tree is killed and
+/// `concurrent.futures.CancelledError` raised. A failed check kills the tree,
+/// and its error is raised only once nothing of the call is left.
 fn supervise(
     py: Python<'_>,
-    mut running: Supervised,
+    start: impl FnOnce() -> pynisher::Result<Supervised> + Send,
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
-    // Without the forceful option the tree first gets SIGINT, as a terminal's
-    // Ctrl-C would deliver, and the grace period to act on it.
-    running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
-    let check = || {
-        Python::attach(|py| {
-            py.check_signals()?;
-            if let Some(cancel) = &cancel {
-                if cancel.call_method0(py, "is_set")?.is_truthy(py)? {
-                    let cancelled = py.import("concurrent.futures")?.getattr("CancelledError")?;
-                    let message = "the call was cancelled; its process tree was killed";
-                    return Err(PyErr::from_value(cancelled.call1((message,))?));
-                }
-            }
-            Ok(())
-        })
+    let work = |interrupt: &pynisher::Interrupt| {
+        let mut running = start().map_err(Stop::Failed)?;
+        // Without the forceful option the tree first gets SIGINT, as a
+        // terminal's Ctrl-C would deliver, and the grace period to act on it.
+        running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
+        running.wait_interruptible(interrupt)
     };
-    let finished = py
-        .detach(|| running.wait_with(check))
-        .map_err(|stop| match stop {
-            Stop::Interrupted(err) => err,
-            Stop::Failed(err) => to_py_err(err),
-        })?;
+    let pause =
+        |wait: pynisher::Wait<'_>| py.detach(|| wait(Some(pynisher::supervisor::CHECK_INTERVAL)));
+    let check = || -> PyResult<()> {
+        py.check_signals()?;
+        if let Some(cancel) = &cancel {
+            if cancel.call_method0(py, "is_set")?.is_truthy(py)? {
+                let cancelled = py.import("concurrent.futures")?.getattr("CancelledError")?;
+                let message = "the call was cancelled; its process tree was killed";
+                return Err(PyErr::from_value(cancelled.call1((message,))?));
+            }
+        }
+        Ok(())
+    };
+    let finished = pynisher::run_beside(work, pause, check).map_err(|stop| match stop {
+        Stop::Interrupted(err) => err,
+        Stop::Failed(err) => to_py_err(err),
+    })?;
     let outcome = finished.outcome;
     let (frame, payload) = match finished.frame {
         Some(frame) => (

@@ -68,10 +68,13 @@
 //! The supervisor never reaps the child before the tree is dead, so neither
 //! its pid nor its process group id can be reused during the kill. It waits on
 //! the pidfd, the channel and the deadline with one `poll`, so the wall-time
-//! limit is precise to the millisecond and no thread is needed.
+//! limit is precise to the millisecond. An embedder whose own interrupt
+//! check can block (Python's needs the GIL) runs the supervisor on a thread
+//! of its own, so no lock of the caller can delay a kill.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod background;
 pub mod call;
 pub mod command;
 mod error;
@@ -115,6 +118,8 @@ pub use supervisor::Stop;
 pub use sys::become_subreaper;
 pub use tree::kill_own_descendants;
 
+#[doc(hidden)]
+pub use background::{run_beside, Interrupt, Wait};
 #[doc(hidden)]
 pub use fork::{fork_with, ForkHooks, NoHooks};
 #[doc(hidden)]

@@ -10,6 +10,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::background::Interrupt;
 use crate::cgroup::CallCgroup;
 use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
@@ -300,9 +301,35 @@ impl Supervised {
     /// # Errors
     /// [`Stop::Interrupted`] as above, or [`Stop::Failed`] if supervision
     /// itself fails.
-    pub fn wait_with<E>(
+    pub fn wait_with<E>(self, check: impl FnMut() -> Result<(), E>) -> Result<Finished, Stop<E>> {
+        self.supervise(check, None)
+    }
+
+    /// Supervises the call to its end, or until another thread raises
+    /// `interrupt`: then the whole tree is killed and reaped at once and
+    /// [`Stop::Interrupted`] returned. This is the wait of
+    /// [`run_beside`](crate::run_beside), which needs no lock of the caller.
+    ///
+    /// # Errors
+    /// [`Stop::Interrupted`] as above, or [`Stop::Failed`] if supervision
+    /// itself fails.
+    pub fn wait_interruptible(self, interrupt: &Interrupt) -> Result<Finished, Stop<()>> {
+        let check = || {
+            if interrupt.is_raised() {
+                Err(())
+            } else {
+                Ok(())
+            }
+        };
+        self.supervise(check, Some(interrupt.raw_fd()))
+    }
+
+    /// The wait loop. `interrupt_fd`, when readable, makes it run `check` at
+    /// once.
+    fn supervise<E>(
         mut self,
         mut check: impl FnMut() -> Result<(), E>,
+        interrupt_fd: Option<std::os::fd::RawFd>,
     ) -> Result<Finished, Stop<E>> {
         let mut tree = Tree::new(self.pid);
         if self.guarded {
@@ -442,6 +469,11 @@ impl Supervised {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: interrupt_fd.unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             if let Some(rx) = self.receiver.as_ref().filter(|rx| !rx.is_done()) {
                 fds[1].fd = rx.fd().as_raw_fd();
@@ -463,6 +495,9 @@ impl Supervised {
                         wall_deadline = self.limits.wall_time.map(|t| ready.at + t);
                     }
                 }
+            }
+            if fds[2].revents != 0 {
+                next_check = Instant::now();
             }
             if fds[0].revents != 0 {
                 break;
