@@ -73,8 +73,10 @@
 //! - [`call_unchecked`] skips the check and is `unsafe`: the caller promises
 //!   that the closure only uses what no other thread can hold at the moment
 //!   of the fork. A deadlock is then ended by the wall-time limit, if one is
-//!   set, and nothing worse than that happens with glibc's allocator. Test
-//!   harnesses that run each test on its own thread need it.
+//!   set, and nothing worse than that happens with glibc's allocator.
+//! - In a multi-threaded program (a test harness, tokio, rayon) use
+//!   [`spawn::call`](crate::spawn::call()) instead: it runs a listed function
+//!   in a fresh process of the program, with no `unsafe` and no fork.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -303,7 +305,7 @@ where
 
 /// The child's side: runs `f`, encodes and sends its value. Never unwinds:
 /// an unwind out of here would run the caller's code in the child.
-fn run_in_child<T, F>(sender: &mut Sender, report_oom: bool, f: F)
+pub(crate) fn run_in_child<T, F>(sender: &mut Sender, report_oom: bool, f: F)
 where
     T: Serialize,
     F: FnOnce() -> T,
@@ -334,6 +336,11 @@ where
         }
     };
     let _ = sender.send(tag, &[&bytes]);
+}
+
+/// Sends an encoding error as the call's result.
+pub(crate) fn send_encoding_error(sender: &mut Sender, message: String) {
+    let _ = sender.send(Tag::Error, &[&error_payload(ChildError::Encoding(message))]);
 }
 
 fn error_payload(error: ChildError) -> Vec<u8> {
@@ -409,7 +416,7 @@ extern "C" fn on_abort(_signal: libc::c_int) {
 }
 
 /// Turns the supervisor's outcome and frame into a [`CallOutcome`].
-fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     limits: &Limits,
     mut outcome: Outcome,
     frame: Option<Frame>,

@@ -37,6 +37,9 @@
 //!   [`CallOutcome`]: the value or a [`Failure`], plus the same fields as an
 //!   [`Outcome`]. A fork is only safe in a single-threaded process, so `call`
 //!   refuses in a multi-threaded one; see [the `call` module](mod@call).
+//! - [`spawn::call()`] runs a function in a fresh process of the same program
+//!   instead, safe with any number of threads: in a `#[test]`, under tokio or
+//!   rayon. List the functions with [`spawnable!`]; see [`spawn`].
 //! - Every failure of pynisher itself (a bad limit, a missing program, a
 //!   refused system call) is an [`Error`]; its [`ErrorKind`] says which.
 //!
@@ -80,6 +83,7 @@ pub mod command;
 mod error;
 mod limits;
 mod outcome;
+pub mod spawn;
 
 // Internals shared with the Python binding (`pynisher-python`), the CLI and
 // this crate's tests. They are hidden from the documentation and carry no
