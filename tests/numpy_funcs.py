@@ -42,3 +42,23 @@ def make_mixed() -> dict[str, Any]:
 
 def checksum(values: np.ndarray) -> str:
     return hashlib.sha256(values.data).hexdigest()
+
+
+def make_odd_arrays() -> list[np.ndarray]:
+    """Arrays of odd lengths and wide dtypes, small and large, in one result
+    too large to travel inline: each must come back aligned for its dtype."""
+    rng = np.random.default_rng(10)
+    return [
+        np.arange(3, dtype=np.uint8),
+        np.arange(5, dtype=np.float64),
+        rng.random(20_001),
+        np.arange(7, dtype=np.int32),
+        (rng.random(150_001) + 1j).astype(np.complex128),
+        np.arange(11, dtype=np.uint8),
+        rng.random(300_003).astype(np.float32),
+    ]
+
+
+def make_big_and_small(mb: int) -> tuple[np.ndarray, np.ndarray]:
+    """A large array and a 2 MB one, in one result."""
+    return np.ones(mb * MB, dtype=np.uint8), np.arange(2 * MB // 8, dtype=np.int64)

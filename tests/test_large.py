@@ -6,7 +6,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from numpy_funcs import SIZE, checksum, make_array, make_bytes, make_mixed
+from numpy_funcs import (
+    MB,
+    SIZE,
+    checksum,
+    make_array,
+    make_big_and_small,
+    make_bytes,
+    make_mixed,
+    make_odd_arrays,
+)
 
 from pynisher import Pynisher
 
@@ -40,3 +49,45 @@ def test_arrays_of_other_dtypes_shapes_and_strides_come_back_equal(context: str)
 def test_a_large_argument_reaches_the_child(context: str) -> None:
     array, digest = make_array()
     assert Pynisher(checksum, context=context)(array) == digest
+
+
+def test_returned_arrays_are_aligned_for_their_dtype(context: str) -> None:
+    got = Pynisher(make_odd_arrays, context=context)()
+    expected = make_odd_arrays()
+    assert len(got) == len(expected)
+    for array, want in zip(got, expected):
+        assert array.flags.aligned, (array.dtype, array.shape)
+        assert array.flags.writeable
+        assert array.dtype == want.dtype and np.array_equal(array, want)
+
+
+def shared_memory_bytes() -> int:
+    """The machine's shared memory (memfd and tmpfs pages) in bytes."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no Shmem in /proc/meminfo")
+
+
+def mapping_size(address: int) -> int:
+    """The size of this process's memory mapping that holds ``address``."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return end - start
+    raise AssertionError(f"{address:#x} is not mapped")
+
+
+def test_a_slice_of_a_result_keeps_only_its_own_buffer(context: str) -> None:
+    big, small = Pynisher(make_big_and_small, context=context)(400)
+    kept = small[:10]  # 80 bytes of the 2 MB array
+    assert int(kept.sum()) == 45
+    # The slice's memory is the 2 MB array's own mapping, not the result's.
+    assert mapping_size(kept.ctypes.data) < 4 * MB
+    before = shared_memory_bytes()
+    del big, small
+    # The 400 MB array's pages are freed at once, though the slice lives on.
+    assert before - shared_memory_bytes() > 300 * MB
+    assert int(kept.sum()) == 45

@@ -2,21 +2,24 @@
 
 A value travels as pickle protocol 5 with out-of-band buffers: the core
 writes the buffers straight into the result channel (a memfd for large
-results), and the caller unpickles them from one writable bytearray without
-another copy. Errors travel as a dict of builtins, so the caller can always
-read at least the type, the repr and the traceback, even when the exception
-itself cannot be pickled or unpickled.
+results), each at an aligned offset, and the caller maps each large buffer
+on its own, without a copy, and copies the small ones. Errors travel as a
+dict of builtins, so the caller can always read at least the type, the
+repr and the traceback, even when the exception itself cannot be pickled or
+unpickled.
 """
 
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import pickle
 import struct
 import sys
 import traceback
 import types
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
 
 _U64 = struct.Struct("<Q")
@@ -95,9 +98,34 @@ def dumps(value: Any, *, by_value: bool, buffer_callback: Any = None) -> bytes:
     return out.getvalue()
 
 
+# Each out-of-band buffer starts at a multiple of _BUFFER_ALIGN bytes, more
+# than any numpy dtype needs. One of at least _OWN_PAGES bytes starts and ends
+# on a page boundary instead: the caller maps it on its own, so an array kept
+# from a result keeps only its own memory, and each page belongs to one buffer.
+_BUFFER_ALIGN = 64
+_OWN_PAGES = 1 << 20
+_PADDING = memoryview(bytes(mmap.PAGESIZE))
+
+
+def buffer_offsets(start: int, lengths: Sequence[int]) -> list[int]:
+    """Where each out-of-band buffer of ``lengths`` starts in the payload,
+    when the first may start at ``start``."""
+    offsets = []
+    at = start
+    for length in lengths:
+        align = mmap.PAGESIZE if length >= _OWN_PAGES else _BUFFER_ALIGN
+        at = -(-at // align) * align
+        offsets.append(at)
+        at += length
+        if length >= _OWN_PAGES:
+            at = -(-at // mmap.PAGESIZE) * mmap.PAGESIZE
+    return offsets
+
+
 def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
     """Encode a return value as frame parts: a header of lengths, the
-    pickle, then the out-of-band buffers."""
+    pickle, then the out-of-band buffers, each at its offset (zeros pad the
+    gaps)."""
     buffers: list[Any] = []
     if type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES:
         main = b""
@@ -105,38 +133,49 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
         flags = _RAW_BYTES
     else:
         pickled: list[pickle.PickleBuffer] = []
-        main = dumps(value, by_value=by_value, buffer_callback=pickled.append)
+        dumps = pickle.dumps
+        if by_value:
+            import cloudpickle
+
+            dumps = cloudpickle.dumps
+        main = dumps(value, protocol=5, buffer_callback=pickled.append)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
     header = struct.pack(f"<{len(lengths) + 1}Q", len(buffers) | flags, *lengths)
-    return [header, main, *buffers]
+    parts: list[Any] = [header, main]
+    at = len(header) + len(main)
+    for buffer, offset in zip(buffers, buffer_offsets(at, lengths[1:])):
+        if offset > at:
+            parts.append(_PADDING[: offset - at])
+        parts.append(buffer)
+        at = offset + buffer.nbytes
+    return parts
 
 
 def decode_value(payload: Any) -> Any:
     """Decode what :func:`encode_value` encoded.
 
-    ``payload`` is the core's `Payload`. Out-of-band buffers (numpy arrays)
-    are slices of a private, writable mapping of the result: not copied at
-    all. The pickle itself and a large returned bytes object are read once,
-    straight into the bytes object that keeps them.
+    ``payload`` is the core's `Payload`. A large out-of-band buffer (a numpy
+    array) in a memfd is mapped on its own, page-aligned and writable, not
+    copied at all; smaller ones are copied into a ``bytearray``. The pickle
+    itself and a large returned bytes object are read once, straight into
+    the bytes object that keeps them.
     """
     (first,) = _U64.unpack(payload.read(0, _U64.size))
     count = first & (_RAW_BYTES - 1)
     lengths = struct.unpack(f"<{count + 1}Q", payload.read(_U64.size, _U64.size * (count + 1)))
-    offset = _U64.size * (count + 2)
-    main = payload.read(offset, lengths[0])
-    offset += lengths[0]
+    start = _U64.size * (count + 2)
+    main = payload.read(start, lengths[0])
+    offsets = buffer_offsets(start + lengths[0], lengths[1:])
     if first & _RAW_BYTES:
-        return payload.read(offset, lengths[1])
-    mapped = memoryview(payload) if payload.mappable and count else None
+        return payload.read(offsets[0], lengths[1])
     buffers = []
-    for length in lengths[1:]:
-        if mapped is not None:
-            buffers.append(mapped[offset : offset + length])
+    for offset, length in zip(offsets, lengths[1:]):
+        if payload.mappable and length >= _OWN_PAGES:
+            buffers.append(payload.map(offset, length))
         else:
             buffers.append(payload.read(offset, length, writable=True))
-        offset += length
     return pickle.loads(main, buffers=buffers)
 
 

@@ -80,9 +80,8 @@ class RawOutcome:
 @final
 class Payload:
     """The bytes of a result frame. ``read`` copies a range into a new
-    ``bytes`` (or ``bytearray``); a payload in a memfd (``mappable``) is also
-    exported as a private, writable buffer without a copy
-    (``memoryview(payload)``)."""
+    ``bytes`` (or ``bytearray``); a payload in a memfd (``mappable``) also
+    maps page-aligned ranges without a copy, each on its own (``map``)."""
 
     def __len__(self) -> int: ...
     @property
@@ -90,6 +89,14 @@ class Payload:
     def read(
         self, offset: int, length: int, *, writable: bool = False
     ) -> Union[bytes, bytearray]: ...
+    def map(self, offset: int, length: int) -> Mapping: ...
+
+@final
+class Mapping:
+    """One range of a payload, privately mapped on its own and exported as a
+    writable buffer; its memory is freed when the last view of it goes."""
+
+    def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 def run_fork(

@@ -225,13 +225,13 @@ struct RawOutcome {
 
 /// The bytes of a result frame. A large payload stays in the memfd the
 /// child wrote it into: `read` copies a range straight into a new `bytes`
-/// (one kernel copy), and `memoryview(payload)` exports a private, writable
-/// mapping of it without any copy, so numpy arrays in a result are built in
-/// place. Small payloads are inline and only support `read`.
+/// (one kernel copy), and `map` exports a page-aligned range as a private,
+/// writable mapping of its own without any copy, so numpy arrays in a result
+/// are built in place and each keeps only its own memory. Small payloads are
+/// inline and only support `read`.
 #[pyclass(name = "Payload", module = "pynisher._core", frozen)]
 struct PayloadPy {
     payload: Payload,
-    mapping: std::sync::OnceLock<pynisher::channel::Mapping>,
 }
 
 #[pymethods]
@@ -240,7 +240,7 @@ impl PayloadPy {
         self.payload.len()
     }
 
-    /// Whether `memoryview(payload)` works (the payload is in a memfd).
+    /// Whether `map` works (the payload is in a memfd).
     #[getter]
     fn mappable(&self) -> bool {
         matches!(self.payload, Payload::Memfd { .. })
@@ -282,6 +282,43 @@ impl PayloadPy {
         Ok(bytes)
     }
 
+    /// `length` bytes from `offset` (a multiple of the page size) as a
+    /// mapping of their own, exported as a writable buffer. No two ranges
+    /// may share a page.
+    fn map(&self, offset: usize, length: usize) -> PyResult<MappingPy> {
+        let mapping = self
+            .payload
+            .map(offset, length)
+            .map_err(|e| PynisherException::new_err(format!("mapping the result: {e}")))?
+            .ok_or_else(|| {
+                PyValueError::new_err("an inline payload cannot be mapped; use read()")
+            })?;
+        Ok(MappingPy { mapping })
+    }
+}
+
+impl Drop for PayloadPy {
+    fn drop(&mut self) {
+        // What no mapping shows (the pickle, small buffers copied out) is
+        // freed now rather than when the last mapping of the memfd goes.
+        let _ = self.payload.discard_unmapped();
+    }
+}
+
+/// One range of a result payload, mapped on its own (see `Payload.map`): a
+/// buffer that keeps only its own pages alive and frees them when the last
+/// view of it goes.
+#[pyclass(name = "Mapping", module = "pynisher._core", frozen)]
+struct MappingPy {
+    mapping: pynisher::channel::Mapping,
+}
+
+#[pymethods]
+impl MappingPy {
+    fn __len__(&self) -> usize {
+        self.mapping.len()
+    }
+
     /// # Safety
     /// Called by CPython with a valid `view`.
     unsafe fn __getbuffer__(
@@ -289,20 +326,7 @@ impl PayloadPy {
         view: *mut pyo3::ffi::Py_buffer,
         flags: std::os::raw::c_int,
     ) -> PyResult<()> {
-        let this = slf.get();
-        let mapping = match this.mapping.get() {
-            Some(mapping) => mapping,
-            None => {
-                let mapped = this
-                    .payload
-                    .map()
-                    .map_err(|e| PynisherException::new_err(format!("mapping the result: {e}")))?
-                    .ok_or_else(|| {
-                        PyValueError::new_err("an inline payload cannot be mapped; use read()")
-                    })?;
-                this.mapping.get_or_init(|| mapped)
-            }
-        };
+        let mapping = &slf.get().mapping;
         // SAFETY: the mapping holds `len` writable bytes at a fixed address
         // for as long as this object lives, and the view keeps the object
         // alive (FillInfo takes a reference to it). Rust never reads or
@@ -588,7 +612,6 @@ fn supervise(
                 py,
                 PayloadPy {
                     payload: frame.payload,
-                    mapping: std::sync::OnceLock::new(),
                 },
             )?),
         ),
@@ -707,6 +730,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawOutcome>()?;
     m.add_class::<ChildChannel>()?;
     m.add_class::<PayloadPy>()?;
+    m.add_class::<MappingPy>()?;
     m.add_class::<ForkServerPy>()?;
     m.add_function(wrap_pyfunction!(run_forkserver, m)?)?;
     m.add_function(wrap_pyfunction!(cgroup_v2_unavailable, m)?)?;

@@ -76,7 +76,12 @@ pub struct Frame {
 #[derive(Debug)]
 pub enum Payload {
     Inline(Vec<u8>),
-    Memfd { fd: OwnedFd, len: usize },
+    Memfd {
+        fd: OwnedFd,
+        len: usize,
+        /// The page ranges handed out by [`Payload::map`] so far.
+        mapped: std::sync::Mutex<Vec<(u64, u64)>>,
+    },
 }
 
 impl Payload {
@@ -115,17 +120,70 @@ impl Payload {
         Ok(())
     }
 
-    /// Maps a memfd payload privately (copy-on-write): reading it costs only
-    /// cheap page faults on pages the child wrote, and writing to it never
-    /// touches the memfd. `None` for an inline payload.
+    /// Maps `len` bytes of a memfd payload from `offset`, which must be a
+    /// multiple of the page size, privately (copy-on-write): reading it
+    /// costs only cheap page faults on pages the child wrote, and writing to
+    /// it never touches the memfd. Each range gets a mapping of its own that
+    /// frees its pages of the memfd when dropped (see [`Mapping`]), so a
+    /// result that keeps one buffer keeps only that buffer's memory. Ranges
+    /// may not share a page, so that freeing one never touches another.
+    /// `None` for an inline payload.
     ///
     /// # Errors
-    /// `mmap` failed.
-    pub fn map(&self) -> io::Result<Option<Mapping>> {
-        match self {
-            Payload::Inline(_) => Ok(None),
-            Payload::Memfd { fd, len } => Mapping::new(fd.as_fd(), *len).map(Some),
+    /// The range is empty, not page-aligned, outside the payload or on a page
+    /// mapped before, or `mmap` failed.
+    pub fn map(&self, offset: usize, len: usize) -> io::Result<Option<Mapping>> {
+        let Payload::Memfd {
+            fd,
+            len: total,
+            mapped,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        if offset.checked_add(len).is_none_or(|end| end > *total) {
+            return Err(invalid("range outside the payload"));
         }
+        let page = sys::page_size();
+        let start = offset as u64;
+        if start % page != 0 {
+            return Err(invalid("mapped range does not start on a page"));
+        }
+        let end = (start + len as u64).div_ceil(page) * page;
+        let mut mapped = mapped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if mapped.iter().any(|&(s, e)| s < end && start < e) {
+            return Err(invalid("range shares a page with a range mapped before"));
+        }
+        let mapping = Mapping::new(fd.try_clone()?, start, len)?;
+        mapped.push((start, end));
+        Ok(Some(mapping))
+    }
+
+    /// Frees the memfd's pages outside every range [`Payload::map`] handed
+    /// out: once a result is decoded, the memfd holds only what its mappings
+    /// still show.
+    ///
+    /// # Errors
+    /// `fallocate` failed.
+    pub fn discard_unmapped(&self) -> io::Result<()> {
+        let Payload::Memfd { fd, mapped, .. } = self else {
+            return Ok(());
+        };
+        let mut kept = mapped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        kept.sort_unstable();
+        let mut from = 0u64;
+        for (start, end) in kept {
+            sys::punch_hole(fd.as_fd(), from, start.saturating_sub(from))?;
+            from = from.max(end);
+        }
+        let size = sys::file_size(fd.as_fd())?;
+        sys::punch_hole(fd.as_fd(), from, size.saturating_sub(from))
     }
 
     /// All of it as a vector.
@@ -144,11 +202,15 @@ impl Payload {
     }
 }
 
-/// A private, writable mapping of a memfd payload; see [`Payload::map`].
+/// A private, writable mapping of a range of a memfd payload; see
+/// [`Payload::map`]. When dropped it unmaps the range and frees its pages of
+/// the memfd, which no other mapping shows.
 #[derive(Debug)]
 pub struct Mapping {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
+    memfd: OwnedFd,
+    offset: u64,
 }
 
 // SAFETY: the mapping is memory owned by this value alone; nothing else
@@ -159,31 +221,37 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    fn new(memfd: OwnedFd, offset: u64, len: usize) -> io::Result<Mapping> {
         if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty payload"));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty range"));
         }
-        // SAFETY: a fresh private mapping of `len` bytes of a file we hold;
-        // the result is checked before use.
+        // SAFETY: a fresh private mapping of `len` bytes of a file we hold,
+        // at a page-aligned offset (checked by the caller); the result is
+        // checked before use.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                0,
+                std::os::fd::AsRawFd::as_raw_fd(&memfd),
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr,
+            len,
+            memfd,
+            offset,
+        })
     }
 
-    /// The start of the mapping: `len` readable and writable bytes that stay
-    /// at this address until the mapping is dropped.
+    /// The start of the mapping: `len` readable and writable bytes, aligned
+    /// to a page, that stay at this address until the mapping is dropped.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -203,6 +271,12 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the region mapped in `Mapping::new`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // `Payload::map` never hands out two ranges on one page, so these
+        // pages are this mapping's alone; freeing them is what lets a kept
+        // buffer keep only its own memory.
+        let page = sys::page_size();
+        let end = (self.offset + self.len as u64).div_ceil(page) * page;
+        let _ = sys::punch_hole(self.memfd.as_fd(), self.offset, end - self.offset);
     }
 }
 
@@ -486,6 +560,7 @@ impl Receiver {
             Payload::Memfd {
                 fd: self.memfd.try_clone()?,
                 len,
+                mapped: Default::default(),
             }
         } else {
             Payload::Inline(self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec())
@@ -536,13 +611,46 @@ mod tests {
         frame.payload.read_at(1_000_000, &mut middle).unwrap();
         assert_eq!(middle, [7; 4]);
         assert!(frame.payload.read_at(big.len() - 2, &mut middle).is_err());
-        let mapping = frame.payload.map().unwrap().unwrap();
+        let mapping = frame.payload.map(0, big.len()).unwrap().unwrap();
         // SAFETY: the mapping holds `len` readable bytes while it lives.
         let mapped = unsafe { std::slice::from_raw_parts(mapping.as_ptr(), mapping.len()) };
         assert_eq!(mapped, &big[..]);
         assert_eq!(frame.payload.into_vec().unwrap(), big);
         let frame = roundtrip(Tag::OutOfMemory, &[]);
         assert!(frame.payload.is_empty());
+    }
+
+    #[test]
+    fn each_mapped_range_keeps_only_its_own_pages() {
+        let page = sys::page_size() as usize;
+        // Too large to travel inline.
+        let big: Vec<u8> = (0..32 * page).map(|i| (i / page + 1) as u8).collect();
+        let frame = roundtrip(Tag::Value, &[&big]);
+        let payload = &frame.payload;
+        assert!(matches!(payload, Payload::Memfd { .. }));
+        let read = |offset: usize| {
+            let mut byte = [0u8];
+            payload.read_at(offset, &mut byte).unwrap();
+            byte[0]
+        };
+        assert!(payload.map(1, page).is_err(), "not on a page");
+        assert!(payload.map(31 * page, 2 * page).is_err(), "past the end");
+        let first = payload.map(page, page + 1).unwrap().unwrap();
+        assert!(payload.map(2 * page, page).is_err(), "shares a page");
+        let second = payload.map(4 * page, page).unwrap().unwrap();
+        // SAFETY: the mapping holds `len` readable bytes while it lives.
+        let shown = unsafe { std::slice::from_raw_parts(first.as_ptr(), first.len()) };
+        assert_eq!(shown, &big[page..2 * page + 1]);
+        assert_eq!(first.as_ptr() as usize % page, 0);
+        // What no mapping shows is freed; what they show stays.
+        payload.discard_unmapped().unwrap();
+        assert_eq!((read(0), read(3 * page), read(5 * page)), (0, 0, 0));
+        assert_eq!((read(page), read(2 * page), read(4 * page)), (2, 3, 5));
+        // A dropped mapping frees its own pages and nothing else.
+        drop(second);
+        assert_eq!((read(4 * page), read(2 * page)), (0, 3));
+        drop(first);
+        assert_eq!(read(page), 0);
     }
 
     #[test]

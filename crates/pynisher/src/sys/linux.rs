@@ -201,6 +201,25 @@ pub fn pwrite_all(fd: RawFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// Frees the pages of the file behind `fd` in `offset..offset + len`
+/// (`fallocate` with `FALLOC_FL_PUNCH_HOLE`); the file keeps its size and
+/// reads zeros there.
+pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate only acts on the file; no memory is passed.
+    retry(|| unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// Size of the file behind `fd`.
 pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: stat is plain data.
