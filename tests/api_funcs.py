@@ -75,6 +75,28 @@ def prints_to_both_then_exits(lines: int) -> None:
     os._exit(5)
 
 
+def prints_megabytes(mb: int) -> str:
+    """Prints ``mb`` MB in lines of 1 MB (the last character of each line
+    is not ASCII), then returns."""
+    line = "x" * (MB - 3) + "\u00e9\n"  # 1 MB in UTF-8
+    for _ in range(mb):
+        sys.stdout.write(line)
+    return "returned"
+
+
+def prints_with_a_forked_child(lines: int) -> str:
+    """Prints ``lines`` lines, and a forked child prints as many at the same
+    time through the same captured stream."""
+    pid = os.fork()
+    who = "child" if pid == 0 else "parent"
+    for i in range(lines):
+        print(f"{who} {i}")
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "returned"
+
+
 # Decorated at module level, one per context, so that each pickles by
 # reference (by module and name) and calls itself by its name.
 

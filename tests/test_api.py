@@ -27,9 +27,11 @@ from api_funcs import (
     make_limited_sleeper,
     own_comm,
     prints,
+    prints_megabytes,
     prints_then_fails,
     prints_then_sleeps,
     prints_to_both_then_exits,
+    prints_with_a_forked_child,
     sleeper,
 )
 from conftest import START_UP, contexts_with_bugs
@@ -48,6 +50,7 @@ from pynisher import (
     limit,
     restricted,
 )
+from pynisher._child import OUTPUT_CAP
 
 # --- exports -----------------------------------------------------------------------
 
@@ -513,6 +516,29 @@ def test_redirect_stdout_receives_the_print_of_a_call_stopped_by_a_limit(context
         )
     assert outcome.status is Status.WALL_TIME
     assert out.getvalue() == "printed before the limit\n"
+
+
+def test_redirected_output_is_capped_and_says_so(context: str) -> None:
+    # 200 MB printed under a 100 MB limit: the caller keeps the first 64 MiB
+    # and a notice, not all of it (nor, past 2 GiB, a silently cut part).
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        outcome = Pynisher(prints_megabytes, memory=(100, "MB"), context=context).run(200)
+    assert outcome.status is Status.OK, outcome.detail
+    text = out.getvalue()
+    assert OUTPUT_CAP - 4 * MB < len(text.encode()) <= OUTPUT_CAP + 1024
+    kept, notice = text.rsplit("\n[pynisher: ", 1)
+    assert "cap of 64 MiB" in notice and notice.endswith("was dropped]\n")
+    assert set(kept.replace("\u00e9\n", "")) == {"x"}, "cut inside a character"
+
+
+def test_redirected_output_of_a_forked_child_is_kept_too(context: str) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert Pynisher(prints_with_a_forked_child, context=context)(2000) == "returned"
+    lines = out.getvalue().splitlines()
+    expected = [f"{who} {i}" for who in ("parent", "child") for i in range(2000)]
+    assert sorted(lines) == sorted(expected)
 
 
 def test_redirected_output_of_a_crash_keeps_its_lines_in_order(context: str) -> None:

@@ -233,26 +233,45 @@ _OUTPUT_MARK = b"pynisher output 1\n"
 _RECORD = struct.Struct("<cI")
 # A captured stream writes its buffer out once it holds this much text.
 _CAPTURE_BUFFER = 1 << 13
+# The most captured output a call keeps, both streams together: it is held in
+# shared memory and then in the caller's redirected streams, so a call that
+# prints without end must not fill the caller's memory. Past it, what the
+# call prints is dropped, and a notice says so where the output stops.
+OUTPUT_CAP = 64 << 20
+_CAP_NOTICE = (
+    "\n[pynisher: the call's captured output reached its cap of "
+    f"{OUTPUT_CAP >> 20} MiB; what it printed after this point was dropped]\n"
+).encode()
 
 
 class _OutputFile:
-    """The child's end of the output file: appends records at its own offset
-    (the caller and the child may share the file's offset, so it is never
-    used)."""
+    """The child's end of the output file. It appends records through an
+    open file description of its own (``O_APPEND``), so records from every
+    process of the call (a forked child inherits this object) land one after
+    another, never over each other, and the caller's file offset is never
+    used."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, _OUTPUT_MARK, 0)
-        self.offset = len(_OUTPUT_MARK)
+        self.fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.capped = False
 
     def append(self, stream: bytes, text: str) -> None:
+        if self.capped:
+            return
         data = text.encode("utf-8", "surrogateescape")
-        record = _RECORD.pack(stream, len(data)) + data
+        room = OUTPUT_CAP - os.fstat(self.fd).st_size - _RECORD.size
+        if len(data) > room:
+            # Keep what fits, cut at a character boundary, then the notice.
+            cut = max(room, 0)
+            while cut > 0 and (data[cut] & 0xC0) == 0x80:
+                cut -= 1
+            data = data[:cut] + _CAP_NOTICE
+            self.capped = True
+        record = memoryview(_RECORD.pack(stream, len(data)) + data)
         while record:
-            written = os.pwrite(self.fd, record, self.offset)
-            self.offset += written
-            record = record[written:]
+            record = record[os.write(self.fd, record) :]
 
 
 class _CapturedStream(io.TextIOBase):
@@ -319,18 +338,24 @@ def caller_redirects() -> tuple[bool, bool]:
 def replay_output(fd: int) -> None:
     """In the caller: write what the child printed, in the order it printed
     it, to the streams this process has redirected. A record cut short (the
-    child was killed while writing it) is dropped."""
+    child was killed while writing it) is replayed as far as it got."""
     size = os.fstat(fd).st_size
-    data = os.pread(fd, size, 0) if size else b""
-    if not data.startswith(_OUTPUT_MARK):
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:  # one read returns at most about 2 GiB
+        n = os.preadv(fd, [view[got:]], got)
+        if n == 0:
+            break
+        got += n
+    view = view[:got]
+    if view[: len(_OUTPUT_MARK)] != _OUTPUT_MARK:
         return  # the child never got as far as capturing
     at = len(_OUTPUT_MARK)
-    while at + _RECORD.size <= len(data):
-        stream, length = _RECORD.unpack_from(data, at)
+    while at + _RECORD.size <= got:
+        stream, length = _RECORD.unpack_from(view, at)
         at += _RECORD.size
-        if at + length > len(data):
-            return
-        text = data[at : at + length].decode("utf-8", "surrogateescape")
+        text = str(view[at : at + length], "utf-8", "surrogateescape")
         at += length
         target = sys.stdout if stream == b"1" else sys.stderr
         if target is not None:
