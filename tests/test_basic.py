@@ -150,4 +150,6 @@ def test_resident_mode_limit(context: str) -> None:
     assert outcome.status is Status.MEMORY
     assert isinstance(outcome.error, MemoryLimitException)
     assert "resident memory" in str(outcome.error)
-    assert outcome.peak_memory > 200 << 20
+    # The sampler sees the tree past the limit; under the cgroup backend the
+    # kernel never lets it pass, and memory.peak is the limit itself.
+    assert outcome.peak_memory >= 200 << 20

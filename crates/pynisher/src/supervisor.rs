@@ -803,11 +803,13 @@ fn classify(
         );
     }
     if evidence.oom_killed {
+        let limit = limits.memory.unwrap_or_default();
         return (
             Status::Memory,
             format!(
-                "the kernel's OOM killer ended the call at the cgroup limit of {} bytes (memory.events oom_kill)",
-                limits.memory.unwrap_or_default()
+                "resident memory of the call's cgroup reached the limit of {limit} bytes \
+                 ({:.1} MiB); the kernel's OOM killer ended the whole call (memory.events oom_kill)",
+                limit as f64 / MIB
             ),
         );
     }
