@@ -441,6 +441,78 @@ fn foreground_lets_the_command_read_the_terminal() {
     assert!(!screen.contains("got:hello"), "{screen}");
 }
 
+/// A tiny job-control shell on a pseudo-terminal (Python's `pty`) that runs
+/// `argv` as its foreground job, as bash does; the test types Ctrl-Z, waits
+/// for the shell to see the job stop, lets it continue it (`fg`) and types a
+/// line. Returns what the terminal showed.
+const JOB_CONTROL_SHELL: &str = r#"
+import json, os, pty, select, signal, sys, time
+argv = json.loads(sys.argv[1])
+pid, master = pty.fork()
+if pid == 0:
+    # A tiny job-control shell: pynisher is its foreground job.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    job = os.fork()
+    if job == 0:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(0, os.getpid())
+        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        os.execv(argv[0], argv)
+    os.setpgid(job, job)
+    os.tcsetpgrp(0, job)
+    _, status = os.waitpid(job, os.WUNTRACED)
+    os.tcsetpgrp(0, os.getpgrp())
+    print("stopped" if os.WIFSTOPPED(status) else "not stopped", flush=True)
+    if os.WIFSTOPPED(status):
+        os.tcsetpgrp(0, job)
+        os.killpg(job, signal.SIGCONT)
+        _, status = os.waitpid(job, 0)
+        os.tcsetpgrp(0, os.getpgrp())
+    print("exit", os.waitstatus_to_exitcode(status), flush=True)
+    os._exit(0)
+def read_until(text, timeout):
+    global out
+    deadline = time.time() + timeout
+    while text not in out and time.time() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            out += chunk.decode(errors="replace")
+out = ""
+time.sleep(0.5)
+os.write(master, b"\x1a")
+read_until("stopped", 10)
+time.sleep(0.3)
+os.write(master, b"hello\n")
+read_until("exit", 10)
+os.waitpid(pid, 0)
+print(json.dumps(out))
+"#;
+
+#[test]
+fn foreground_passes_ctrl_z_on_to_the_shell() {
+    let mut argv = vec![PYNISHER, "--wall-time", "20", "--foreground", "--"];
+    argv.extend(["sh", "-c", "read line; echo \"got:$line\"; exit 5"]);
+    let argv = serde_json::to_string(&argv).unwrap();
+    let output = Command::new("python3")
+        .args(["-c", JOB_CONTROL_SHELL, &argv])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let screen = json(&String::from_utf8_lossy(&output.stdout));
+    let screen = screen.as_str().unwrap();
+    // Ctrl-Z stopped the command, and pynisher stopped too, so the shell
+    // saw its job stop; after `fg` the command read the line.
+    let stopped = screen.find("stopped\r\n").expect(screen);
+    let got = screen.find("got:hello").expect(screen);
+    assert!(stopped < got, "{screen}");
+    assert!(screen.ends_with("exit 5\r\n"), "{screen}");
+}
+
 #[test]
 fn bad_option_values_exit_125_naming_the_option() {
     let cases: &[(&[&str], &str)] = &[
