@@ -383,7 +383,10 @@ class Pynisher(Generic[P, T]):
         if status is Status.OK:
             try:
                 value = _child.decode_value(raw.payload)
-            except Exception as why:
+            # BaseException: unpickling can run any code, and a SystemExit
+            # or KeyboardInterrupt it raises is the call's failure, not the
+            # caller's; run() never raises for a failure of the call.
+            except BaseException as why:
                 status = Status.ERROR
                 error = PynisherException(
                     f"{label}: the result could not be unpickled in the caller "
@@ -423,7 +426,7 @@ class Pynisher(Generic[P, T]):
         """Rebuild the child's exception, with its traceback as ``__cause__``."""
         try:
             info = _child.decode_error(raw.payload)
-        except Exception as why:
+        except BaseException as why:  # as in _outcome: unpickling runs any code
             return PynisherException(f"{label}: the error report was unreadable ({why})"), None
         if info is None:
             return MemoryError("the child ran out of memory while reporting the error"), None
@@ -433,7 +436,7 @@ class Pynisher(Generic[P, T]):
         if problem is None and info["exception"] is not None:
             try:
                 exc = pickle.loads(info["exception"])
-            except Exception as why:
+            except BaseException as why:  # as in _outcome
                 problem = (
                     f"raised {info['repr']}, which could not be unpickled in the caller "
                     f"({type(why).__name__}: {why})"

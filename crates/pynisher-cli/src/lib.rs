@@ -486,7 +486,8 @@ where
                     } else {
                         forwarded = true;
                         tree.signal(RECEIVED.load(Ordering::SeqCst));
-                        kill_at = Some(Instant::now() + grace);
+                        // None: a grace period the clock cannot represent.
+                        kill_at = Instant::now().checked_add(grace);
                     }
                 }
                 if kill_at.is_some_and(|at| Instant::now() >= at) {

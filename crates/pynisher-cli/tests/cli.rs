@@ -767,3 +767,41 @@ fn a_second_signal_kills_at_once() {
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn limits_beyond_the_clock_never_panic() {
+    // 1.8e19 s fits a Duration, but no clock can add it to now.
+    let huge = "18000000000000000000";
+    let output = run(&[
+        "--wall-time",
+        huge,
+        "--cpu-time",
+        huge,
+        "--grace-period",
+        huge,
+        "--",
+        "true",
+    ]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = run(&[
+        "--wall-time",
+        "0.2",
+        "--grace-period",
+        huge,
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(code(&output), 124, "{}", stderr(&output));
+    // A forwarded signal starts the grace period too.
+    let dir = temp_dir("huge-grace");
+    let mut child = start_script(
+        &dir,
+        &["--grace-period", huge],
+        "trap 'exit 5' INT; touch ready; while :; do sleep 0.05; done",
+    );
+    send(&child, libc::SIGINT);
+    let status = wait_for(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(5));
+    let _ = std::fs::remove_dir_all(dir);
+}

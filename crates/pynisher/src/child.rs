@@ -96,7 +96,7 @@ impl ChildSetup {
         });
         let cpu_rlimit = limits.cpu_time.map(|cpu| {
             let grace = limits.grace_period.as_secs_f64().ceil().max(1.0) as u64;
-            (cpu.as_micros() as u64, grace)
+            (u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX), grace)
         });
         let address_space = match limits.memory_mode {
             MemoryMode::AddressSpace => limits.memory.map(AddressSpace::Headroom),
@@ -242,9 +242,11 @@ impl ChildSetup {
 /// kernel counts too. The supervisor enforces fractional limits on the whole
 /// tree; this per-process backstop fires at the first whole second at or past
 /// the limit, exactly at it for whole-second limits.
+///
+/// Saturates: a limit too large for the kernel becomes `RLIM_INFINITY`.
 fn cpu_rlimit(limit: u64, grace: u64, spent: u64) -> (u64, u64) {
-    let soft = (limit + spent).div_ceil(1_000_000).max(1);
-    (soft, soft + grace)
+    let soft = limit.saturating_add(spent).div_ceil(1_000_000).max(1);
+    (soft, soft.saturating_add(grace))
 }
 
 /// CPU time the calling process has used so far, in microseconds.
@@ -358,6 +360,8 @@ mod tests {
         assert_eq!(cpu_rlimit(1_000_000, 1, 0), (1, 2));
         // Start-up of an interpreter counts toward RLIMIT_CPU.
         assert_eq!(cpu_rlimit(1_000_000, 2, 40_000), (2, 4));
+        // Too large for the kernel: saturates to RLIM_INFINITY, never wraps.
+        assert_eq!(cpu_rlimit(u64::MAX, u64::MAX, 40_000).1, u64::MAX);
         assert_eq!(setup.name.unwrap().as_bytes().len(), 15);
     }
 }

@@ -134,6 +134,14 @@ impl RemoteExit {
     }
 }
 
+/// The tree's CPU time against the CPU limit when the result arrived.
+enum CpuAtResult {
+    Over(KillReason),
+    Under,
+    /// The call's processes had already exited: see the kernel's account.
+    Unmeasured,
+}
+
 /// The reason the supervisor stopped the tree, if it did.
 #[derive(Debug, Clone)]
 struct KillReason {
@@ -340,13 +348,15 @@ impl Supervised {
         // then only a start-up budget applies, so that a hung import still
         // ends.
         let mut startup: Option<Ready> = None;
-        let mut wall_deadline = self.limits.wall_time.map(|t| {
+        // A deadline the clock cannot represent (say, `Duration::MAX`) is
+        // never reached: `checked_add` makes it `None`.
+        let mut wall_deadline = self.limits.wall_time.and_then(|t| {
             let budget = if self.expects_ready {
                 t.max(STARTUP_BUDGET)
             } else {
                 t
             };
-            self.started + budget
+            self.started.checked_add(budget)
         });
         let mut kill_reason: Option<KillReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
@@ -363,6 +373,8 @@ impl Supervised {
         let mut next_check = Instant::now() + CHECK_INTERVAL;
         let mut sample = Sample::default();
         let mut peak_private = 0u64;
+        // The CPU time of the tree when the result arrived, once measured.
+        let mut result_cpu: Option<CpuAtResult> = None;
 
         loop {
             let now = Instant::now();
@@ -389,7 +401,7 @@ impl Supervised {
                         after_result: self.has_result(),
                     });
                     self.soft_stop(&mut tree, libc::SIGTERM);
-                    hard_kill_at = Some(deadline.max(now) + self.limits.grace_period);
+                    hard_kill_at = deadline.max(now).checked_add(self.limits.grace_period);
                 }
             }
             if hard_kill_at.is_some_and(|at| now >= at) {
@@ -421,7 +433,7 @@ impl Supervised {
                             self.kill_tree(&mut tree);
                         } else {
                             self.soft_stop(&mut tree, libc::SIGXCPU);
-                            hard_kill_at = Some(now + self.limits.grace_period);
+                            hard_kill_at = now.checked_add(self.limits.grace_period);
                         }
                     }
                 }
@@ -492,8 +504,17 @@ impl Supervised {
                     if let (None, Some(ready)) = (startup, rx.ready()) {
                         startup = Some(ready);
                         self.started = ready.at;
-                        wall_deadline = self.limits.wall_time.map(|t| ready.at + t);
+                        wall_deadline = self.limits.wall_time.and_then(|t| ready.at.checked_add(t));
                     }
+                }
+                if kill_reason.is_none() && result_cpu.is_none() && self.has_result() {
+                    let at_result = self.cpu_at_result(&mut tree, startup);
+                    if let CpuAtResult::Over(reason) = &at_result {
+                        kill_reason = Some(reason.clone());
+                        self.soft_stop(&mut tree, libc::SIGXCPU);
+                        hard_kill_at = Instant::now().checked_add(self.limits.grace_period);
+                    }
+                    result_cpu = Some(at_result);
                 }
             }
             if fds[2].revents != 0 {
@@ -511,6 +532,13 @@ impl Supervised {
             rx.pump();
         }
         let has_result = self.has_result();
+        if kill_reason.is_none() && result_cpu.is_none() && has_result {
+            let at_result = self.cpu_at_result(&mut tree, startup);
+            if let CpuAtResult::Over(reason) = &at_result {
+                kill_reason = Some(reason.clone());
+            }
+            result_cpu = Some(at_result);
+        }
         // A guardian has already killed what the call left (unless it was
         // meant to survive); only a limit or a command needs the (costlier)
         // scan here. The group kill is one cheap backstop.
@@ -559,6 +587,30 @@ impl Supervised {
                 Received::Pending => {}
             }
         }
+        let returned = frame
+            .as_ref()
+            .is_some_and(|f| matches!(f.tag, Tag::Value | Tag::Error));
+        if let (Some(CpuAtResult::Unmeasured), Some(limit), None, true) =
+            (&result_cpu, self.limits.cpu_time, &kill_reason, returned)
+        {
+            // The call's processes were gone before they could be measured,
+            // so only the kernel's account at its end (which includes the
+            // little CPU time spent exiting) can tell. The tree is dead by
+            // now, unless `terminate_descendants` is off.
+            let cpu = usage.cpu_time();
+            if cpu >= limit {
+                kill_reason = Some(KillReason {
+                    status: Status::CpuTime,
+                    detail: format!(
+                        "CPU time {:.3} s of the process tree reached the limit of {} \
+                         before the call ended (it returned between two samples)",
+                        cpu.as_secs_f64(),
+                        fmt_secs(limit)
+                    ),
+                    after_result: false,
+                });
+            }
+        }
         let evidence = Evidence { exit, oom_killed };
         let (status, detail) = classify(
             &self.limits,
@@ -602,6 +654,42 @@ impl Supervised {
         self.receiver
             .as_ref()
             .is_some_and(|rx| matches!(rx.state(), Received::Complete(_)))
+    }
+
+    /// Whether the call had used up its CPU limit by the time its result
+    /// arrived. A call that ends between two samples (a tiny limit, or a
+    /// short burst) is only caught here: its result does not win over a
+    /// limit it had already reached.
+    fn cpu_at_result(&self, tree: &mut Tree, startup: Option<Ready>) -> CpuAtResult {
+        let Some(limit) = self.limits.cpu_time else {
+            return CpuAtResult::Under;
+        };
+        if self.expects_ready && startup.is_none() {
+            return CpuAtResult::Under;
+        }
+        tree.discover();
+        let sample = net_of_startup(tree.measure(false), startup);
+        // Below a guardian, the function's own process must still be alive
+        // to be measured to the nanosecond: once reaped, its time is only
+        // known in clock ticks.
+        let function_alive = sample.alive >= if self.guarded { 2 } else { 1 };
+        if sample.cpu < limit {
+            return if function_alive {
+                CpuAtResult::Under
+            } else {
+                CpuAtResult::Unmeasured
+            };
+        }
+        CpuAtResult::Over(KillReason {
+            status: Status::CpuTime,
+            detail: format!(
+                "CPU time {:.3} s of the process tree had reached the limit of {} when its \
+                 result arrived",
+                sample.cpu.as_secs_f64(),
+                fmt_secs(limit)
+            ),
+            after_result: false,
+        })
     }
 
     /// The memory limit when it is enforced by sampling the tree.

@@ -146,7 +146,15 @@ impl Tree {
                 }
                 continue;
             };
-            sample.cpu += stat.total_cpu();
+            // A live process's own time comes from its CPU-time clock, to the
+            // nanosecond; what it reaped is only known in clock ticks.
+            let clock = if stat.is_exited() {
+                None
+            } else {
+                sys::process_cpu_time(pid)
+            };
+            let own = clock.unwrap_or_else(|| sys::ticks(stat.utime + stat.stime));
+            sample.cpu += own + sys::ticks(stat.cutime + stat.cstime);
             if stat.is_exited() {
                 if let Some(member) = self.members.get_mut(&pid) {
                     member.exited = true;

@@ -320,6 +320,28 @@ impl ProcStat {
     }
 }
 
+/// CPU time of every thread of `pid` so far, to the nanosecond, from the
+/// process's CPU-time clock (`clock_getcpuclockid(3)`); `None` if the process
+/// is gone. `/proc/<pid>/stat` counts in clock ticks (10 ms), too coarse for
+/// a CPU limit of a few milliseconds.
+pub fn process_cpu_time(pid: Pid) -> Option<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is valid for writes.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    // SAFETY: timespec is plain data; all-zero is valid.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `now` is valid for writes.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    ))
+}
+
 /// Converts clock ticks to a [`Duration`].
 pub fn ticks(n: u64) -> Duration {
     let per_second = clock_ticks();
