@@ -17,7 +17,7 @@ use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
 use pynisher::forkserver::ForkServer;
-use pynisher::{ForkHooks, ForkOptions, Limits, MemoryMode, Status, Stop, Supervised};
+use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop, Supervised};
 
 /// Where a fresh interpreter finds its request.
 const REQUEST_FD: i32 = 5;
@@ -433,7 +433,7 @@ fn run_fork(
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
-    let options = ForkOptions {
+    let options = CallOptions {
         name,
         terminate_descendants: terminate_child_processes,
     };
@@ -473,7 +473,7 @@ fn run_spawn(
     let program = Program::new(program, args)
         .map_err(to_py_err)?
         .pass_fd(call_file, REQUEST_FD);
-    let options = ForkOptions {
+    let options = CallOptions {
         name,
         terminate_descendants: terminate_child_processes,
     };

@@ -86,7 +86,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Frame, Sender, Tag};
 use crate::error::{ErrorKind, Result};
-use crate::fork::{fork_with, ForkOptions, NoHooks};
+use crate::fork::{fork_with, CallOptions, NoHooks};
 use crate::limits::{Limits, MemoryMode};
 use crate::outcome::{Exit, Outcome, Status, Usage};
 
@@ -233,7 +233,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,
 {
-    let options = ForkOptions {
+    let options = CallOptions {
         name: None,
         terminate_descendants: true,
     };
@@ -247,16 +247,16 @@ where
 /// As for [`call`].
 ///
 /// ```
-/// use pynisher::{call_with, ForkOptions, Limits};
+/// use pynisher::{call_with, CallOptions, Limits};
 ///
-/// let options = ForkOptions { name: Some("worker".into()), terminate_descendants: true };
+/// let options = CallOptions { name: Some("worker".into()), terminate_descendants: true };
 /// let outcome = call_with(&Limits::new(), &options, || {
 ///     std::fs::read_to_string("/proc/self/comm").unwrap()
 /// })?;
 /// assert_eq!(outcome.into_result().unwrap().trim(), "worker");
 /// # Ok::<(), pynisher::Error>(())
 /// ```
-pub fn call_with<T, F>(limits: &Limits, options: &ForkOptions, f: F) -> Result<CallOutcome<T>>
+pub fn call_with<T, F>(limits: &Limits, options: &CallOptions, f: F) -> Result<CallOutcome<T>>
 where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,
@@ -284,7 +284,7 @@ where
 /// As for [`call`], except that the thread count is not checked.
 pub unsafe fn call_unchecked<T, F>(
     limits: &Limits,
-    options: &ForkOptions,
+    options: &CallOptions,
     f: F,
 ) -> Result<CallOutcome<T>>
 where

@@ -39,7 +39,7 @@ use std::time::Instant;
 use crate::channel;
 use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fork::ForkOptions;
+use crate::fork::CallOptions;
 use crate::guardian::UsageReport;
 use crate::limits::Limits;
 use crate::supervisor::Supervised;
@@ -495,7 +495,7 @@ pub const INTERPRETER_REPORT_FD: RawFd = 6;
 pub fn start_interpreter(
     program: Program,
     limits: &Limits,
-    options: &ForkOptions,
+    options: &CallOptions,
 ) -> Result<Supervised> {
     limits.validate()?;
     let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());

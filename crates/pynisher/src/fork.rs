@@ -31,9 +31,10 @@ pub trait ForkHooks {
 pub struct NoHooks;
 impl ForkHooks for NoHooks {}
 
-/// Options of one forked call besides its limits.
+/// Options of one call (forked, spawned or in a fresh interpreter) besides
+/// its limits.
 #[derive(Debug, Clone, Default)]
-pub struct ForkOptions {
+pub struct CallOptions {
     /// Process name shown by `ps` and in `/proc/<pid>/comm`.
     pub name: Option<String>,
     /// Kill every process the call started before it returns, even after a
@@ -60,7 +61,7 @@ pub struct ForkOptions {
 /// The limits are invalid, or the channel, the fork or the pidfd failed.
 pub unsafe fn fork_with<H, F>(
     limits: &Limits,
-    options: &ForkOptions,
+    options: &CallOptions,
     hooks: &H,
     body: F,
 ) -> Result<Supervised>

@@ -112,7 +112,7 @@ pub mod tree;
 pub use call::{call, call_unchecked, call_with, CallOutcome, Failure};
 pub use command::{Command, RunningCommand, Signaller};
 pub use error::{Error, ErrorKind, Result};
-pub use fork::ForkOptions;
+pub use fork::CallOptions;
 pub use limits::{
     bytes_from_number, duration_from_number, grace_period_from_number, parse_bytes, parse_duration,
     parse_grace_period, Limits, MemoryMode,

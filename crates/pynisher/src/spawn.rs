@@ -88,7 +88,7 @@ use crate::channel::{Sender, Tag};
 use crate::child::{ChildSetup, SetupError};
 use crate::error::{Error, Result};
 use crate::exec::{self, Program, INTERPRETER_MEMFD, INTERPRETER_REPORT_FD, INTERPRETER_RESULT_FD};
-use crate::fork::{finish_child, ForkOptions, EXIT_SETUP_FAILED};
+use crate::fork::{finish_child, CallOptions, EXIT_SETUP_FAILED};
 use crate::limits::{Limits, MemoryMode};
 use crate::{guardian, sys};
 
@@ -152,7 +152,7 @@ where
     A: Serialize + DeserializeOwned,
     T: Serialize + DeserializeOwned,
 {
-    let options = ForkOptions {
+    let options = CallOptions {
         name: None,
         terminate_descendants: true,
     };
@@ -166,7 +166,7 @@ where
 /// As for [`call()`].
 pub fn call_with<F, A, T>(
     limits: &Limits,
-    options: &ForkOptions,
+    options: &CallOptions,
     function: F,
     argument: A,
 ) -> Result<CallOutcome<T>>

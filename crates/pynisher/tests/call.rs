@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{alive_with_marker, eventually, marker};
 use pynisher::{
-    call_unchecked, CallOutcome, Exit, Failure, ForkOptions, Limits, MemoryMode, Status,
+    call_unchecked, CallOptions, CallOutcome, Exit, Failure, Limits, MemoryMode, Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ where
     T: Serialize + serde::de::DeserializeOwned,
     F: FnOnce() -> T,
 {
-    let options = ForkOptions {
+    let options = CallOptions {
         name: None,
         terminate_descendants: true,
     };
@@ -229,7 +229,7 @@ fn a_process_that_left_the_group_dies_with_a_child_that_exits_at_once() {
     // which inherits it as an orphan, must kill it before the call returns.
     for terminate_descendants in [true, false] {
         let marker = marker();
-        let options = ForkOptions {
+        let options = CallOptions {
             name: None,
             terminate_descendants,
         };
