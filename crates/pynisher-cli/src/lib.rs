@@ -43,7 +43,8 @@ GB or TB, multiples of 1024 (a bare number is bytes).
 
 Exit status:
   124  a time limit (--wall-time or --cpu-time) was hit
-  122  the memory limit was hit
+  122  the memory limit was hit (in address-space mode the command sees its
+       allocation fail instead, and exits as it chooses)
   125  pynisher itself failed, or an option was bad
   126  the command was found but cannot be executed
   127  the command was not found
