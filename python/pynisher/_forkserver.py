@@ -62,7 +62,10 @@ def serve(preload: tuple[str, ...]) -> None:
     """Entry point of the server interpreter."""
     # The server lives in its own process group; it ends with its caller.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.path.insert(0, os.getcwd())
+    try:
+        sys.path.insert(0, os.getcwd())
+    except FileNotFoundError:  # started from a deleted directory
+        pass
     # What every call needs, imported once here instead of in each child:
     # cloudpickle alone would cost each call ~10 ms.
     import cloudpickle  # noqa: F401

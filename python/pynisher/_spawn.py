@@ -90,7 +90,7 @@ def build_request(
     request = {
         "parent": os.getpid(),
         "sys_path": list(sys.path),
-        "cwd": os.getcwd(),
+        "cwd": _working_directory(),
         "limits": limits,
         "name": name,
         "memory_limited": memory_limited,
@@ -99,6 +99,16 @@ def build_request(
         "payload": payload,
     }
     return pickle.dumps(request, protocol=5)
+
+
+def _working_directory() -> Optional[str]:
+    """The caller's working directory, or None if it was deleted: the child
+    then enters it through ``/proc/<caller>/cwd``, as a forked child would
+    simply keep it."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
 
 
 def command() -> list[str]:
@@ -145,7 +155,8 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
         _core.child_split(parent, terminate)
     sys.path[:] = request["sys_path"]
     try:
-        os.chdir(request["cwd"])
+        cwd = request["cwd"]
+        os.chdir(cwd if cwd is not None else f"/proc/{request['parent']}/cwd")
         func, args, kwargs, decorated = pickle.loads(request["payload"])
     except BaseException as exc:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -577,7 +577,10 @@ impl Receiver {
 /// The pipe or the memfd could not be created.
 pub fn pair() -> io::Result<(Receiver, OwnedFd, OwnedFd)> {
     let (read, write) = sys::pipe()?;
-    let memfd = sys::memfd(c"pynisher-result")?;
+    // A forked child keeps these; on its fd 1 the function's print would
+    // land in the result channel.
+    let (read, write) = (sys::off_stdio(read)?, sys::off_stdio(write)?);
+    let memfd = sys::off_stdio(sys::memfd(c"pynisher-result")?)?;
     let child_memfd = memfd.try_clone()?;
     Ok((Receiver::new(read, memfd)?, write, child_memfd))
 }

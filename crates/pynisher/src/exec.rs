@@ -57,10 +57,6 @@ const STAGE_SETUP: u8 = 1;
 const STAGE_CHDIR: u8 = 2;
 const STAGE_EXEC: u8 = 3;
 
-/// The lowest descriptor used to park inherited descriptors while they are
-/// moved to their targets, so that no move clobbers another's source.
-const PARK_FD: RawFd = 100;
-
 /// A program ready to be started: everything the child needs, built before
 /// the clone.
 #[derive(Debug)]
@@ -402,10 +398,12 @@ fn exec_child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
     // Park every source first, so that moving one to its target cannot
-    // overwrite another source.
+    // overwrite another source. The parking spots lie above every target
+    // (and so below a low RLIMIT_NOFILE, which a fixed high number is not).
+    let park_above = program.fds.iter().map(|(_, to)| *to).max().unwrap_or(2);
     for (slot, (from, _)) in parked.iter_mut().zip(&program.fds) {
         // SAFETY: fcntl on a descriptor inherited through the clone.
-        *slot = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, PARK_FD) };
+        *slot = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, park_above + 1) };
         if *slot < 0 {
             report_and_exit(report, STAGE_SETUP, errno(), "fcntl(F_DUPFD_CLOEXEC)");
         }

@@ -210,6 +210,15 @@ pub unsafe fn serve<H: ForkHooks>(
             Ok(fds) if &buf[..n] == CALL_MESSAGE => fds,
             _ => continue,
         };
+        // A server started with its standard descriptors closed receives
+        // these on 0, 1 or 2, where the call's output would go.
+        let (Ok(result), Ok(memfd), Ok(request)) = (
+            sys::off_stdio(result),
+            sys::off_stdio(memfd),
+            sys::off_stdio(request),
+        ) else {
+            continue;
+        };
         let call = CallFds {
             request: request.as_raw_fd(),
             result: result.as_raw_fd(),
