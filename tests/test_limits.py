@@ -170,13 +170,13 @@ def test_fractional_cpu_time_not_hit(context: str) -> None:
 def test_fractional_cpu_time_in_every_form(cpu_time: object, context: str) -> None:
     limited = Pynisher(busy, cpu_time=cpu_time, context=context)
     assert limited.cpu_time == pytest.approx(0.2)
-    outcome, elapsed = timed_run(limited, 30)
+    outcome = limited.run(30)
     assert outcome.status is Status.CPU_TIME
     assert isinstance(outcome.error, CpuTimeoutException)
     assert outcome.cpu_time >= 0.2
-    # Stopped near the limit: not at the 1 s RLIMIT_CPU backstop, nor at 30 s.
+    # Stopped near the limit: not at the 1 s RLIMIT_CPU backstop, nor at 30 s. (CPU time,
+    # not wall time: on a loaded machine 0.2 CPU-seconds take longer on the clock.)
     assert outcome.cpu_time < 0.2 + 0.5
-    assert elapsed < 0.2 + 1 + MARGIN + START_UP[context]
 
 
 def test_a_function_that_ignores_sigxcpu_is_killed_after_the_grace_period(context: str) -> None:
