@@ -148,11 +148,10 @@ class ChildChannel:
     def sent(self) -> bool: ...
 
 def child_apply_limits(limits: Limits, name: Optional[str] = None) -> None: ...
-def child_split(
-    parent: int, terminate_child_processes: bool, report_fd: Optional[int] = None
-) -> None:
-    """Splits off the call's guardian, which watches ``parent`` (and reports
-    on ``report_fd``); returns in the process that runs the call."""
+def child_split(parent: int, terminate_child_processes: bool, page_fd: int) -> None:
+    """Splits off the call's guardian, which watches ``parent`` and reports
+    on the call's page ``page_fd``; returns in the process that runs the call.
+    Refused outside a call's own process."""
 
 def child_exit(sent: bool) -> NoReturn: ...
 def cli_main(argv: list[str]) -> int: ...
@@ -183,9 +182,12 @@ def run_forkserver(
     does (the wait for the server to start the call included); raises
     `ForkServerError` if the server is gone before the call started."""
 
-def forkserver_serve(control_fd: int, child_main: Callable[[int, int, int], object]) -> None:
+def forkserver_serve(
+    control_fd: int, caller: int, child_main: Callable[[int, int, int, int], object]
+) -> None:
     """The forkserver's loop: forks a child per call, which runs
-    ``child_main(request_fd, result_fd, memfd)``."""
+    ``child_main(request_fd, result_fd, memfd, page_fd)``; returns when
+    ``caller`` exits or closes the control socket."""
 
 def cgroup_v2_unavailable() -> Optional[str]:
     """Why the cgroup v2 backend cannot be used here, or None if it can."""

@@ -30,7 +30,7 @@ def command(preload: tuple[str, ...]) -> list[str]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = (
         f"import sys; sys.path.insert(0, {package_root!r}); "
-        f"from pynisher._forkserver import serve; serve({preload!r})"
+        f"from pynisher._forkserver import serve; serve({preload!r}, {os.getpid()})"
     )
     return [sys.executable, *_spawn.interpreter_flags(), "-c", code]
 
@@ -58,8 +58,8 @@ def discard(server: _core.ForkServer) -> None:
                 del _servers[key]
 
 
-def serve(preload: tuple[str, ...]) -> None:
-    """Entry point of the server interpreter."""
+def serve(preload: tuple[str, ...], caller: int) -> None:
+    """Entry point of the server interpreter, started by ``caller``."""
     # The server lives in its own process group; it ends with its caller.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -76,9 +76,10 @@ def serve(preload: tuple[str, ...]) -> None:
         except Exception as why:
             # The call that needs the module will report the import error.
             print(f"pynisher forkserver: could not preload {name}: {why}", file=sys.stderr)
-    _core.forkserver_serve(_core.FORKSERVER_CONTROL_FD, _child_main)
+    _core.forkserver_serve(_core.FORKSERVER_CONTROL_FD, caller, _child_main)
 
 
-def _child_main(request_fd: int, result_fd: int, memfd: int) -> None:
+def _child_main(request_fd: int, result_fd: int, memfd: int, page_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _spawn.run_request(_core.ChildChannel(result_fd, memfd), request_fd, parent=os.getppid())
+    channel = _core.ChildChannel(result_fd, memfd)
+    _spawn.run_request(channel, request_fd, page_fd, parent=os.getppid())

@@ -130,14 +130,14 @@ def _read_request(fd: int) -> dict[str, Any]:
     return request
 
 
-def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None:
+def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional[int]) -> None:
     """Run the call described by the request at ``request_fd`` in this fresh
     process and report on ``channel``. Never returns.
 
-    First this process splits in two: it stays behind as the call's guardian
-    (the parent of the call's whole tree, which watches ``parent``: the
-    forkserver for its children, or ``None`` for the caller named in the
-    request) and its child runs the call.
+    First this process splits in two: it becomes the call's guardian (the
+    parent of the call's whole tree, which watches ``parent``: the forkserver
+    for its children, or ``None`` for the caller named in the request, and
+    reports on the call's page ``page_fd``) and its child runs the call.
     """
     request = _read_request(request_fd)
     terminate = request["terminate_child_processes"]
@@ -149,10 +149,7 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
     # Start-up so far (the interpreter's, in a spawned child) stays with the
     # guardian; the call's process starts from zero CPU time.
     startup = resource.getrusage(resource.RUSAGE_SELF)
-    if parent is None:  # a spawned interpreter: its guardian reports its usage
-        _core.child_split(request["parent"], terminate, _core.REPORT_FD)
-    else:
-        _core.child_split(parent, terminate)
+    _core.child_split(request["parent"] if parent is None else parent, terminate, page_fd)
     sys.path[:] = request["sys_path"]
     try:
         cwd = request["cwd"]
@@ -192,4 +189,4 @@ def run_request(channel: Any, request_fd: int, *, parent: Optional[int]) -> None
 
 def main() -> None:
     """Entry point of a spawned child interpreter. Never returns."""
-    run_request(_core.ChildChannel(), _core.REQUEST_FD, parent=None)
+    run_request(_core.ChildChannel(), _core.REQUEST_FD, _core.REPORT_FD, parent=None)

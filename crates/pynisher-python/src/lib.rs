@@ -535,18 +535,24 @@ fn run_forkserver(
 }
 
 /// The forkserver's main loop: forks a child per call, which runs
-/// `child_main(request_fd, result_fd, memfd)`. Returns when the caller
-/// closes the control socket.
+/// `child_main(request_fd, result_fd, memfd, page_fd)`. Returns when the
+/// caller (`caller`, the server's parent) closes the control socket or exits.
 #[pyfunction]
-fn forkserver_serve(py: Python<'_>, control_fd: i32, child_main: Py<PyAny>) -> PyResult<()> {
+fn forkserver_serve(
+    py: Python<'_>,
+    control_fd: i32,
+    caller: i32,
+    child_main: Py<PyAny>,
+) -> PyResult<()> {
     // SAFETY: the descriptor was passed to this process for exactly this use
     // and nothing else owns it.
     let control = unsafe { std::os::fd::OwnedFd::from_raw_fd(control_fd) };
     // SAFETY: the server is a single-threaded interpreter; children only run
     // Python after PyOS_AfterFork_Child, as with os.fork.
     unsafe {
-        pynisher::forkserver::serve(control, &PythonForkHooks, |call| {
-            if let Err(err) = child_main.call1(py, (call.request, call.result, call.memfd)) {
+        pynisher::forkserver::serve(control, caller, &PythonForkHooks, |call| {
+            let fds = (call.request, call.result, call.memfd, call.page);
+            if let Err(err) = child_main.call1(py, fds) {
                 err.print(py);
             }
         })
@@ -685,26 +691,57 @@ fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
 
 /// In a fresh interpreter (or a forkserver child) that has read its call:
 /// splits off the call's guardian, which stays behind as the parent of the
-/// call's tree and watches `parent`, and reports on `report_fd` (a spawned
-/// interpreter's usage report, which it takes over). Returns in the process
-/// that runs the call; the guardian never returns.
+/// call's tree, watches `parent` and reports on the call's page `page_fd`.
+/// Returns in the process that runs the call; the guardian never returns.
+///
+/// The split is only safe in a call's own process, so it is refused (with
+/// `PynisherException`) anywhere else: the process must have a single
+/// thread, lead its own process group, be a child subreaper and a child of
+/// `parent`, as `pynisher` makes a call's process before it runs Python.
 #[pyfunction]
-#[pyo3(signature = (parent, terminate_child_processes, report_fd=None))]
-fn child_split(
-    parent: i32,
-    terminate_child_processes: bool,
-    report_fd: Option<i32>,
-) -> PyResult<()> {
-    // SAFETY: called in a child with a single thread (a fresh interpreter, or
-    // a fork of the single-threaded forkserver), never in the caller. The
-    // guardian never runs Python; the process that returns goes on as this
-    // same interpreter.
-    unsafe { pynisher::guardian::split(parent, terminate_child_processes, report_fd) }.map_err(
+fn child_split(parent: i32, terminate_child_processes: bool, page_fd: i32) -> PyResult<()> {
+    if let Some(why) = not_a_call_process(parent) {
+        return Err(PynisherException::new_err(format!(
+            "child_split: this is not a call's own process ({why})"
+        )));
+    }
+    pynisher::guardian::prepare().map_err(to_py_err)?;
+    // SAFETY: checked above: a single-threaded call process made by
+    // pynisher, never the caller. The guardian never runs Python; the
+    // process that returns goes on as this same interpreter.
+    unsafe { pynisher::guardian::split(parent, terminate_child_processes, page_fd) }.map_err(
         |err| {
             let mut buf = [0u8; 128];
             PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
         },
     )
+}
+
+/// Why the calling process may not split, if it may not.
+fn not_a_call_process(parent: i32) -> Option<&'static str> {
+    // SAFETY: plain queries with integer arguments or a valid out-pointer.
+    unsafe {
+        if libc::getppid() != parent {
+            return Some("parent is not its parent");
+        }
+        if libc::getpgrp() != libc::getpid() {
+            return Some("it does not lead its own process group");
+        }
+        let mut subreaper: libc::c_int = 0;
+        if libc::prctl(
+            libc::PR_GET_CHILD_SUBREAPER,
+            &mut subreaper as *mut libc::c_int,
+        ) != 0
+            || subreaper == 0
+        {
+            return Some("it is not a child subreaper");
+        }
+    }
+    match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
+        Ok(1) => None,
+        Ok(_) => Some("it has more than one thread"),
+        Err(_) => Some("its threads cannot be counted"),
+    }
 }
 
 /// Ends a child: tells its guardian whether the result was sent, and

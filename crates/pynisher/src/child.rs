@@ -23,6 +23,8 @@ pub struct ChildSetup {
     page_size: u64,
     /// `cgroup.procs` of the call's own cgroup, if it has one.
     cgroup_procs: Option<CString>,
+    /// Arm SIGKILL as the parent-death signal.
+    parent_death: bool,
 }
 
 /// How the memory limit becomes `RLIMIT_AS`.
@@ -109,6 +111,7 @@ impl ChildSetup {
             address_space,
             page_size: sys::page_size(),
             cgroup_procs: None,
+            parent_death: true,
         }
     }
 
@@ -130,6 +133,14 @@ impl ChildSetup {
         if let Some(AddressSpace::Headroom(limit)) = self.address_space {
             self.address_space = Some(AddressSpace::Absolute(limit));
         }
+        self
+    }
+
+    /// Arms no parent-death signal: for a process that watches its parent
+    /// itself and must outlive the thread that started it (the signal fires
+    /// when that thread ends, not the process).
+    pub fn without_parent_death_signal(mut self) -> ChildSetup {
+        self.parent_death = false;
         self
     }
 
@@ -177,7 +188,8 @@ impl ChildSetup {
                     errno: errno(),
                 });
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            if self.parent_death && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+            {
                 return Err(SetupError {
                     step: "prctl(PR_SET_PDEATHSIG)",
                     errno: errno(),

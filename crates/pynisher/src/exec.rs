@@ -40,7 +40,7 @@ use crate::channel;
 use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fork::CallOptions;
-use crate::guardian::UsageReport;
+use crate::guardian::CallPage;
 use crate::limits::Limits;
 use crate::supervisor::Supervised;
 use crate::sys::{self, Pid};
@@ -475,7 +475,8 @@ pub const INTERPRETER_RESULT_FD: RawFd = 3;
 pub const INTERPRETER_MEMFD: RawFd = 4;
 /// See [`INTERPRETER_RESULT_FD`]: the page on which the call's guardian
 /// reports the usage of what it reaped (see
-/// [`UsageReport`](crate::guardian::UsageReport)).
+/// [`CallPage`](crate::guardian::CallPage)), and on which the process that
+/// runs the call says whether it sent its result.
 pub const INTERPRETER_REPORT_FD: RawFd = 6;
 
 /// Starts `program`, a fresh interpreter that runs one call, and returns it
@@ -499,7 +500,7 @@ pub fn start_interpreter(
     let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
     let (receiver, write_end, memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
-    let report = UsageReport::new().map_err(|e| Error::os("creating the usage report", e))?;
+    let report = CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
     let program = program
         .pass_fd(write_end.as_raw_fd(), INTERPRETER_RESULT_FD)
         .pass_fd(memfd.as_raw_fd(), INTERPRETER_MEMFD)
@@ -513,9 +514,11 @@ pub fn start_interpreter(
         limits.clone(),
         started,
         options.terminate_descendants,
-    )?
+    )
+    .inspect_err(|_| sys::stop_unsupervised(pid))?
     .with_cgroup(cgroup)
-    .with_usage_report(report);
+    .with_call_page(report);
+    supervised.take_peak_from_page();
     supervised.expect_startup();
     supervised.expect_guardian();
     Ok(supervised)

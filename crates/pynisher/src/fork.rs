@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::guardian;
 use crate::limits::Limits;
 use crate::supervisor::Supervised;
+use crate::sys;
 
 /// Exit code of a child whose body returned without sending a frame.
 pub const EXIT_NO_FRAME: i32 = 70;
@@ -70,7 +71,10 @@ where
     F: FnOnce(&mut Sender),
 {
     limits.validate()?;
+    guardian::prepare()?;
     let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
+    let page = guardian::CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
+    let page_fd = page.fd().as_raw_fd();
     let (receiver, write_end, child_memfd) =
         channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
     let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
@@ -87,6 +91,7 @@ where
             &mut sender,
             body,
             options.terminate_descendants,
+            page_fd,
         );
     }
     hooks.after_parent();
@@ -101,8 +106,10 @@ where
         limits.clone(),
         started,
         options.terminate_descendants,
-    )?
-    .with_cgroup(cgroup);
+    )
+    .inspect_err(|_| sys::stop_unsupervised(pid))?
+    .with_cgroup(cgroup)
+    .with_call_page(page);
     supervised.expect_guardian();
     Ok(supervised)
 }
@@ -113,6 +120,7 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
     sender: &mut Sender,
     body: F,
     terminate_descendants: bool,
+    page: std::os::fd::RawFd,
 ) -> ! {
     let fail = |sender: &mut Sender, err: crate::child::SetupError| -> ! {
         let mut buf = [0u8; 128];
@@ -123,11 +131,10 @@ fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
     if let Err(err) = setup.apply_early() {
         fail(sender, err);
     }
-    // This process stays behind as the call's guardian; the body runs in its
-    // child, which shares its memory.
+    // This process becomes the call's guardian; the body runs in its child.
     // SAFETY: this freshly forked child has a single thread and is not the
-    // caller.
-    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, None) } {
+    // caller; `prepare` ran in the caller before the fork.
+    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, page) } {
         fail(sender, err);
     }
     if let Err(err) = setup.apply_limits() {

@@ -10,9 +10,13 @@
 //! subreaper, reaps the child and reports its exit status and rusage on the
 //! call's own socket.
 //!
-//! The server dies with its caller (parent-death signal, and end of file on
-//! its control socket), and every call's tree dies with the server (the
-//! call's guardian watches it), so nothing outlives the caller.
+//! The server dies with its caller, and every call's tree dies with the
+//! server (the call's guardian watches it), so nothing outlives the caller.
+//! The server watches its caller through a pidfd, not a parent-death
+//! signal: that signal belongs to the thread that started the server, which
+//! may end long before the caller does. A forked child of the caller
+//! inherits the handle but never stops the server (see [`ForkServer`]'s
+//! `Drop`).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -23,6 +27,7 @@ use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{self, Program};
 use crate::fork::{self, ForkHooks};
+use crate::guardian::CallPage;
 use crate::limits::Limits;
 use crate::supervisor::{RemoteExit, Supervised};
 use crate::sys::{self, Pid};
@@ -33,17 +38,26 @@ pub const CONTROL_FD: RawFd = 3;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CALL_MESSAGE: &[u8] = b"call";
 
-/// The caller's handle on a running forkserver. Dropping it kills the server.
+/// The caller's handle on a running forkserver. Dropping it in the process
+/// that started the server kills the server; in a forked child of that
+/// process it only closes the child's copies of the descriptors.
 #[derive(Debug)]
 pub struct ForkServer {
     pid: Pid,
+    /// Names the server for as long as this handle lives: the server is not
+    /// reaped before `Drop`, so neither signal nor wait can hit another
+    /// process that got its pid.
+    pidfd: OwnedFd,
     control: OwnedFd,
+    /// The process that started the server, its parent.
+    owner: Pid,
 }
 
 impl ForkServer {
     /// Starts `program` as a forkserver. It receives the control socket as
     /// descriptor [`CONTROL_FD`], runs in its own process group (so a
-    /// terminal's Ctrl-C does not reach it) and dies with the caller.
+    /// terminal's Ctrl-C does not reach it) and must run [`serve`], which
+    /// ends it with the caller.
     ///
     /// # Errors
     /// The socket, the fork or the exec failed.
@@ -51,10 +65,25 @@ impl ForkServer {
         let (control, theirs) =
             sys::seqpacket_pair().map_err(|e| Error::os("creating the forkserver socket", e))?;
         let program = program.pass_fd(theirs.as_raw_fd(), CONTROL_FD);
-        let setup = ChildSetup::new(&Limits::new(), None);
+        // No parent-death signal: it would fire when this thread ends.
+        let setup = ChildSetup::new(&Limits::new(), None).without_parent_death_signal();
         let (pid, _) = exec::start(&program, &setup, false)?;
         drop(theirs);
-        Ok(ForkServer { pid, control })
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(err) => {
+                // Our unreaped child: its pid is still ours to kill.
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait4(pid, true);
+                return Err(Error::os("pidfd_open (the forkserver)", err));
+            }
+        };
+        Ok(ForkServer {
+            pid,
+            pidfd,
+            control,
+            owner: std::process::id() as Pid,
+        })
     }
 
     /// The server's process id.
@@ -62,9 +91,14 @@ impl ForkServer {
         self.pid
     }
 
-    /// Whether the server is still running. Reaps it if it has exited.
+    /// Whether the server is still running. Never reaps it.
     pub fn is_alive(&self) -> bool {
-        matches!(sys::wait4(self.pid, false), Ok(None))
+        let mut fds = [libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        matches!(sys::poll(&mut fds, Some(Duration::ZERO)), Ok(0))
     }
 
     /// Asks the server to run one call. `request` is handed to the child;
@@ -86,11 +120,13 @@ impl ForkServer {
             channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
         let (mine, theirs) =
             sys::seqpacket_pair().map_err(|e| Error::os("creating the call socket", e))?;
+        let page = CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
         let fds = [
             theirs.as_raw_fd(),
             write_end.as_raw_fd(),
             memfd.as_raw_fd(),
             request.as_raw_fd(),
+            page.fd().as_raw_fd(),
         ];
         sys::send_with_fds(self.control.as_fd(), CALL_MESSAGE, &fds)
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
@@ -121,7 +157,8 @@ impl ForkServer {
             limits.clone(),
             started,
             terminate_descendants,
-        );
+        )
+        .with_call_page(page);
         supervised.expect_startup();
         supervised.expect_guardian();
         Ok(supervised)
@@ -130,7 +167,12 @@ impl ForkServer {
 
 impl Drop for ForkServer {
     fn drop(&mut self) {
-        let _ = sys::kill(self.pid, libc::SIGKILL);
+        // A forked child of the owner (one that exits through `sys.exit`,
+        // say) holds a copy of this handle: the server is not its to stop.
+        if std::process::id() as Pid != self.owner {
+            return;
+        }
+        let _ = sys::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::wait4(self.pid, true);
     }
 }
@@ -144,6 +186,9 @@ pub struct CallFds {
     pub result: RawFd,
     /// The memfd for large results.
     pub memfd: RawFd,
+    /// The call's page (see [`CallPage`]), for
+    /// [`guardian::split`](crate::guardian::split).
+    pub page: RawFd,
 }
 
 struct Running {
@@ -154,7 +199,8 @@ struct Running {
 /// The server's loop: for each call request on `control`, forks a child that
 /// runs `child_main` (which must end the process, for example with
 /// [`fork::finish_child`]), and reports each child's exit. Returns when the
-/// caller closes the control socket.
+/// caller closes the control socket or `caller`, the server's parent, exits.
+/// A server whose parent is no longer `caller` returns at once.
 ///
 /// # Safety
 /// As [`fork::fork_with`]: the children are forks of this process, so it
@@ -164,17 +210,39 @@ struct Running {
 /// Polling or receiving on the control socket failed.
 pub unsafe fn serve<H: ForkHooks>(
     control: OwnedFd,
+    caller: Pid,
     hooks: &H,
     mut child_main: impl FnMut(CallFds),
 ) -> Result<()> {
+    // Watch the caller, whichever of its threads started this server.
+    let caller_fd = match sys::pidfd_open(caller) {
+        Ok(fd) => fd,
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(err) => return Err(Error::os("pidfd_open (the forkserver's caller)", err)),
+    };
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != caller {
+        // The caller died before its pidfd was opened (this process was
+        // reparented), so the pidfd may name another process.
+        return Ok(());
+    }
+    // Every call's guardian execs the same program: write it once, here.
+    crate::guardian::prepare()?;
     let setup = ChildSetup::new(&Limits::new(), None);
     let mut running: HashMap<Pid, Running> = HashMap::new();
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: control.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![
+            libc::pollfd {
+                fd: control.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: caller_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         let pids: Vec<Pid> = running.keys().copied().collect();
         fds.extend(pids.iter().map(|pid| libc::pollfd {
             fd: running[pid].pidfd.as_raw_fd(),
@@ -183,7 +251,10 @@ pub unsafe fn serve<H: ForkHooks>(
         }));
         sys::poll(&mut fds, None).map_err(|e| Error::os("poll", e))?;
 
-        for (pid, fd) in pids.iter().zip(&fds[1..]) {
+        if fds[1].revents != 0 {
+            return Ok(());
+        }
+        for (pid, fd) in pids.iter().zip(&fds[2..]) {
             if fd.revents == 0 {
                 continue;
             }
@@ -206,7 +277,7 @@ pub unsafe fn serve<H: ForkHooks>(
         if n == 0 {
             return Ok(());
         }
-        let [socket, result, memfd, request]: [OwnedFd; 4] = match passed.try_into() {
+        let [socket, result, memfd, request, page]: [OwnedFd; 5] = match passed.try_into() {
             Ok(fds) if &buf[..n] == CALL_MESSAGE => fds,
             _ => continue,
         };
@@ -223,6 +294,7 @@ pub unsafe fn serve<H: ForkHooks>(
             request: request.as_raw_fd(),
             result: result.as_raw_fd(),
             memfd: memfd.as_raw_fd(),
+            page: page.as_raw_fd(),
         };
         hooks.before();
         // SAFETY: the caller of `serve` upholds fork's contract.
@@ -231,6 +303,7 @@ pub unsafe fn serve<H: ForkHooks>(
             // The child keeps only its own call's descriptors.
             drop(running);
             drop(control);
+            drop(caller_fd);
             drop(socket);
             if let Err(err) = setup.apply_early() {
                 let mut buf = [0u8; 128];
@@ -250,8 +323,15 @@ pub unsafe fn serve<H: ForkHooks>(
             continue;
         }
         // Opened before the child can be reaped, so it names this child only.
-        let Ok(pidfd) = sys::pidfd_open(pid) else {
-            continue;
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(_) => {
+                // Unsupervised, the call must not run: the caller's
+                // `start_call` sees the socket close and reports it.
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait4(pid, true);
+                continue;
+            }
         };
         if sys::send_with_fds(socket.as_fd(), &pid.to_le_bytes(), &[pidfd.as_raw_fd()]).is_ok() {
             running.insert(pid, Running { pidfd, socket });
@@ -260,6 +340,6 @@ pub unsafe fn serve<H: ForkHooks>(
             let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
             let _ = sys::wait4(pid, true);
         }
-        drop((result, memfd, request));
+        drop((result, memfd, request, page));
     }
 }

@@ -1,5 +1,5 @@
 //! The call's guardian: a small process that stays the parent of the call's
-//! whole tree for as long as any of it lives.
+//! whole tree for as long as any of it lives, and shares no memory with it.
 //!
 //! Each call is two processes. The guardian is the one the caller (or the
 //! forkserver) started: a child subreaper in the call's own process group.
@@ -7,176 +7,338 @@
 //! descendant that calls `setsid` or double-forks, is reparented to the
 //! guardian when its own parent dies, never to init, so it can always be
 //! found. When the function's process ends, however it ends (a result, an
-//! error, a crash, `os._exit`, SIGKILL), the guardian freezes and kills every
-//! descendant left (unless the call delivered its result and the caller asked
-//! to keep them), reaps them, and exits with the function's own exit status.
-//! The supervisor sees the guardian's exit as the end of the call; its rusage
-//! covers the function and everything the guardian reaped.
-//!
-//! Without the guardian, a descendant that left the process group and whose
-//! parent died before a scan of `/proc` saw it escaped for good.
+//! error, a crash, `os._exit`, SIGKILL, the OOM killer), the guardian freezes
+//! and kills every descendant left (unless the call delivered its result and
+//! the caller asked to keep them), reaps them, reports on the call's
+//! [`CallPage`] how the function ended and what it used, and exits with the
+//! function's own exit status.
 //!
 //! The guardian also watches the caller: it waits on a pidfd and kills the
 //! tree when the caller exits, even by SIGKILL. The function's process gets
 //! SIGKILL as its parent-death signal, which is exact because its parent,
-//! the guardian, has a single thread. So no watchdog thread runs inside the
-//! function's process.
+//! the guardian, has a single thread.
 //!
-//! # Why it costs next to nothing
+//! # The split, and why the guardian execs a program of its own
 //!
-//! The guardian is split off with `clone(CLONE_VM)`: the function's process
-//! shares the guardian's memory instead of copying its page tables, which for
-//! a forked caller of a few GB would double the cost of the call. The
-//! function's process goes on from the split on the original stack, exactly
-//! as after a fork; the guardian moves to a small stack of its own at once.
-//! Because the memory (thread-local storage included) is shared, the guardian
-//! never allocates, never takes a lock, never uses `errno`
-//! ([`crate::sys::raw`]) and never runs Python. Its signals are blocked, so
-//! no handler can run on the shared stack: the supervisor's SIGTERM, SIGXCPU
-//! or SIGINT is meant for the function and reaches it through the process
-//! group and the tree's pidfds. Only SIGKILL and SIGSTOP act on the guardian.
+//! [`split`] divides the call's process with `clone(CLONE_VM)`: the function's
+//! process keeps the memory instead of copying its page tables, which for a
+//! forked caller of a few GB would double the cost of the call. But while two
+//! processes share memory, the kernel treats them as one: its OOM killer
+//! (say, of a container's memory cap) kills every process that shares the
+//! victim's memory, and the function's process loses its rseq registration
+//! to the other one. So the guardian leaves at once: it execs the guardian
+//! program (`guardian/main.rs`; the module `watch` does the work), a `no_std`,
+//! statically linked binary of a few KB that `build.rs` compiles and the
+//! crate embeds, and from then on it is an ordinary small program. The
+//! function's process waits until the guardian has left (the kernel zeroes a
+//! word and wakes it when the guardian's exec drops the shared memory: see
+//! `set_tid_address(2)`), registers glibc's rseq area for itself, and only
+//! then runs the caller's code. So while user code runs, nothing of ours
+//! shares its memory.
 //!
-//! One consequence: a core dump of the function's process kills every process
-//! that shares its memory, the guardian too. Processes the function started
-//! and that left its process group can then outlive the call, unless the
-//! supervisor's scan had seen them.
+//! The program is written once per process, before the first fork
+//! ([`prepare`]), into a memfd; the guardian execs that descriptor. Where
+//! `vm.memfd_noexec` is 2 a memfd cannot be executed, and the program goes
+//! to an unlinked file in the first directory that allows execution instead.
 
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicIsize, AtomicPtr, AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::child::SetupError;
 use crate::sys::{self, raw};
 
-/// Exit code of a guardian whose caller died: nobody reads it.
-const EXIT_CALLER_GONE: i32 = 137;
-const NAME: &[u8; 15] = b"pynisher-guard\0";
-/// The guardian's own stack, in the memory it shares with the function.
-const STACK_SIZE: usize = 256 << 10;
-/// How many descendants the guardian can freeze and kill in one pass; more
-/// are killed in further passes.
-const MAX_DESCENDANTS: usize = 4096;
-/// How long the guardian waits for SIGSTOP to take effect.
-const STOP_SETTLE_MICROS: u64 = 100_000;
-/// How long the guardian may spend killing the tree; the supervisor's own
-/// kill is the backstop.
-const CLEANUP_MICROS: u64 = 2_000_000;
+#[allow(dead_code)] // the program uses all of it; the library its page layout
+mod watch;
 
-/// Set by the function's process once its result frame is sent; read by the
-/// guardian, which shares this memory.
-static RESULT_SENT: AtomicBool = AtomicBool::new(false);
-/// Where the guardian reports what it reaped, if its supervisor asked.
-static REPORT: AtomicPtr<ReapedUsage> = AtomicPtr::new(std::ptr::null_mut());
-/// Marks a filled [`ReapedUsage`].
-const REPORT_FILLED: u64 = 0x7079_6e69_7368_6572;
+pub use watch::{Page, EXIT_CALLER_GONE};
 
-/// The usage of the processes a guardian reaped (the function's and what it
-/// left), without the guardian's own. A spawned interpreter's own peak
-/// memory includes the caller's (Linux carries `ru_maxrss` across `execve`),
-/// so its supervisor takes the peak from here instead.
-#[repr(C)]
-struct ReapedUsage {
-    filled: AtomicU64,
-    user_micros: AtomicU64,
-    system_micros: AtomicU64,
-    maxrss_kib: AtomicU64,
+/// The guardian program, built by `build.rs`.
+static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pynisher-guard"));
+/// Exit code of a guardian that could not exec its program.
+const EXIT_EXEC_FAILED: i32 = 71;
+/// The stack the guardian uses between the split and its exec.
+const STACK_SIZE: usize = 64 << 10;
+const PAGE_SIZE: usize = 4096;
+
+/// The descriptor of the guardian program, once [`prepare`]d.
+static PROGRAM_FD: AtomicI32 = AtomicI32::new(-1);
+/// Where glibc keeps each thread's rseq area (offset from the thread
+/// pointer) and its size; 0 if glibc registers none.
+static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(0);
+static RSEQ_SIZE: AtomicU32 = AtomicU32::new(0);
+/// The call's page, in the function's process.
+static PAGE: AtomicPtr<Page> = AtomicPtr::new(std::ptr::null_mut());
+/// Non-zero while the guardian still shares the function's memory; the
+/// kernel zeroes it when the guardian's exec leaves (`set_tid_address`).
+static SHARING: AtomicU32 = AtomicU32::new(0);
+/// The errno of a failed exec of the guardian program.
+static EXEC_ERRNO: AtomicI32 = AtomicI32::new(0);
+/// The page descriptor to hand to the guardian program (-1: none).
+static PAGE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Gets the guardian program ready in this process: written to an
+/// executable memfd (or file), and glibc's rseq layout looked up. Call it
+/// before forking a call (it allocates); later calls return at once.
+///
+/// # Errors
+/// No executable copy of the program could be made.
+pub fn prepare() -> crate::Result<()> {
+    static PREPARED: OnceLock<Result<(), String>> = OnceLock::new();
+    PREPARED
+        .get_or_init(|| {
+            let fd = materialise().map_err(|e| e.to_string())?;
+            PROGRAM_FD.store(fd.as_raw_fd(), Ordering::Release);
+            // The descriptor lives as long as the process.
+            std::mem::forget(fd);
+            look_up_rseq();
+            Ok(())
+        })
+        .clone()
+        .map_err(|why| {
+            crate::Error::os(
+                "preparing the call's guardian program",
+                io::Error::other(why),
+            )
+        })
 }
 
-/// A page shared with a guardian in another program image (a spawned
-/// interpreter), through which it reports the usage of what it reaped.
+/// An executable copy of [`PROGRAM`]: a sealed memfd, or where the kernel
+/// forbids executing memfds (`vm.memfd_noexec` = 2), an unlinked file.
+fn materialise() -> io::Result<OwnedFd> {
+    let noexec = std::fs::read_to_string("/proc/sys/vm/memfd_noexec")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if noexec < 2 {
+        match memfd_program() {
+            Ok(fd) => return Ok(fd),
+            Err(err) if noexec == 0 => return Err(err),
+            Err(_) => {}
+        }
+    }
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    dirs.extend(std::env::var_os("XDG_RUNTIME_DIR").map(Into::into));
+    dirs.push(std::env::temp_dir());
+    dirs.push("/dev/shm".into());
+    dirs.extend(std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")));
+    let mut last = io::Error::other("no directory to write it to");
+    for dir in dirs {
+        match file_program(&dir) {
+            Ok(fd) => return Ok(fd),
+            Err(err) => {
+                last = io::Error::new(err.kind(), format!("{}: {err}", dir.display()));
+            }
+        }
+    }
+    Err(io::Error::new(
+        last.kind(),
+        format!(
+            "vm.memfd_noexec is {noexec}, so the guardian program cannot run from memory, and no \
+             file copy could be executed ({last})"
+        ),
+    ))
+}
+
+fn memfd_program() -> io::Result<OwnedFd> {
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a valid C string and flags; the result is checked.
+    let mut fd = unsafe { libc::memfd_create(c"pynisher-guard".as_ptr(), flags | MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // A kernel before 6.3 knows no MFD_EXEC; its memfds are executable.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c"pynisher-guard".as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(PROGRAM)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our own descriptor with integer arguments.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+fn file_program(dir: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!(
+        "pynisher-guard-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&path)?;
+        file.write_all(PROGRAM)?;
+        drop(file);
+        // Read-only: a descriptor open for writing cannot be executed.
+        let file = std::fs::OpenOptions::new().read(true).open(&path)?;
+        let mut stat: libc::statvfs = unsafe_zeroed_statvfs();
+        let c_dir = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+            .map_err(io::Error::other)?;
+        // SAFETY: a valid C string and a statvfs to fill.
+        if unsafe { libc::statvfs(c_dir.as_ptr(), &mut stat) } == 0
+            && stat.f_flag & libc::ST_NOEXEC != 0
+        {
+            return Err(io::Error::other("mounted noexec"));
+        }
+        Ok(OwnedFd::from(file))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn unsafe_zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is plain data; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Finds glibc's rseq layout (glibc 2.35 and later publish it), so that the
+/// function's process can register its own rseq area after the split.
+fn look_up_rseq() {
+    // SAFETY: dlsym with the default handle and valid C strings; the
+    // symbols, where present, are glibc's read-only data of these types.
+    unsafe {
+        let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+        let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+        if offset.is_null() || size.is_null() {
+            return;
+        }
+        RSEQ_OFFSET.store(*offset.cast::<isize>(), Ordering::Relaxed);
+        RSEQ_SIZE.store(*size.cast::<u32>(), Ordering::Release);
+    }
+}
+
+/// A page shared by one call's caller, guardian and function (see
+/// [`Page`]), on a memfd of its own.
 #[derive(Debug)]
-pub struct UsageReport {
+pub struct CallPage {
     memfd: OwnedFd,
-    page: std::ptr::NonNull<ReapedUsage>,
+    page: std::ptr::NonNull<Page>,
 }
 
 // SAFETY: the page holds only atomics; the pointer is owned by this value.
-unsafe impl Send for UsageReport {}
+unsafe impl Send for CallPage {}
 
-/// The usage a guardian reported.
+/// What the guardian reported at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// The function's wait status.
+    pub status: i32,
+    /// The usage of the processes the guardian reaped (the function's and
+    /// what it left), without the guardian's own.
+    pub reaped: Reaped,
+    /// The guardian's own usage added, as `wait4` on the guardian gives it.
+    pub total: Reaped,
+}
+
+/// Usage in a [`Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
     pub user: Duration,
     pub system: Duration,
-    /// Peak resident memory of the largest process reaped, in bytes.
+    /// Peak resident memory of the largest process, in bytes.
     pub peak_memory: u64,
 }
 
-impl UsageReport {
-    /// A fresh, empty report page.
+impl CallPage {
+    /// A fresh, empty page.
     ///
     /// # Errors
     /// The memfd or the mapping failed.
-    pub fn new() -> std::io::Result<UsageReport> {
-        let memfd = sys::memfd(c"pynisher-usage")?;
-        let len = std::mem::size_of::<ReapedUsage>();
+    pub fn new() -> io::Result<CallPage> {
+        let memfd = sys::memfd(c"pynisher-call")?;
+        let len = std::mem::size_of::<Page>();
         // SAFETY: a fresh memfd we own; sized before it is mapped.
         if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(io::Error::last_os_error());
         }
-        let page = map_shared(memfd.as_fd())?;
-        Ok(UsageReport { memfd, page })
+        // SAFETY: a shared mapping of a file at least this large.
+        let addr = unsafe {
+            raw::mmap(
+                len,
+                raw::PROT_READ | raw::PROT_WRITE,
+                raw::MAP_SHARED,
+                memfd.as_raw_fd(),
+            )
+        }
+        .map_err(io::Error::from_raw_os_error)?;
+        let page = std::ptr::NonNull::new(addr as *mut Page)
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(CallPage { memfd, page })
     }
 
-    /// The descriptor to hand to the guardian's program.
+    /// The descriptor to hand to the call's process.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.memfd.as_fd()
     }
 
-    /// What the guardian reported, if it got that far.
-    pub fn read(&self) -> Option<Reaped> {
+    /// Tells the guardian that its caller now holds a pidfd of it, so it
+    /// may exit (and be reaped by anyone) once the call is over.
+    pub fn mark_supervised(&self) {
         // SAFETY: the page stays mapped while `self` lives.
-        let usage = unsafe { self.page.as_ref() };
-        if usage.filled.load(Ordering::Acquire) != REPORT_FILLED {
+        let page = unsafe { self.page.as_ref() };
+        page.supervised.store(1, Ordering::Release);
+    }
+
+    /// What the guardian reported, if it got that far.
+    pub fn read(&self) -> Option<Report> {
+        // SAFETY: the page stays mapped while `self` lives.
+        let page = unsafe { self.page.as_ref() };
+        if page.filled.load(Ordering::Acquire) != watch::PAGE_FILLED {
             return None;
         }
-        Some(Reaped {
-            user: Duration::from_micros(usage.user_micros.load(Ordering::Relaxed)),
-            system: Duration::from_micros(usage.system_micros.load(Ordering::Relaxed)),
-            peak_memory: usage
-                .maxrss_kib
-                .load(Ordering::Relaxed)
-                .saturating_mul(1024),
+        let micros =
+            |v: &std::sync::atomic::AtomicU64| Duration::from_micros(v.load(Ordering::Relaxed));
+        let kib = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed).saturating_mul(1024);
+        let reaped = Reaped {
+            user: micros(&page.reaped_user_micros),
+            system: micros(&page.reaped_system_micros),
+            peak_memory: kib(&page.reaped_maxrss_kib),
+        };
+        let total = Reaped {
+            user: reaped.user + micros(&page.own_user_micros),
+            system: reaped.system + micros(&page.own_system_micros),
+            peak_memory: reaped.peak_memory.max(kib(&page.own_maxrss_kib)),
+        };
+        Some(Report {
+            status: page.status.load(Ordering::Relaxed) as u32 as i32,
+            reaped,
+            total,
         })
     }
 }
 
-impl Drop for UsageReport {
+impl Drop for CallPage {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe {
-            libc::munmap(
-                self.page.as_ptr().cast(),
-                std::mem::size_of::<ReapedUsage>(),
-            )
-        };
+        unsafe { raw::munmap(self.page.as_ptr() as usize, std::mem::size_of::<Page>()) };
     }
-}
-
-fn map_shared(fd: BorrowedFd<'_>) -> std::io::Result<std::ptr::NonNull<ReapedUsage>> {
-    // SAFETY: a shared mapping of a file at least this large; the result is
-    // checked before use.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            std::mem::size_of::<ReapedUsage>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if page == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    std::ptr::NonNull::new(page.cast::<ReapedUsage>()).ok_or_else(std::io::Error::last_os_error)
 }
 
 /// Tells the guardian that the call delivered its result, so that with
 /// `terminate_descendants` off its descendants may outlive it. Harmless
 /// outside a guarded call. Async-signal-safe.
 pub fn mark_result_sent() {
-    RESULT_SENT.store(true, Ordering::Release);
+    let page = PAGE.load(Ordering::Acquire);
+    if !page.is_null() {
+        // SAFETY: the call's page, mapped in `split` for the rest of this
+        // process's life.
+        unsafe { &*page }.result_sent.store(1, Ordering::Release);
+    }
 }
 
 /// Splits the calling process in two: the child returns `Ok` and runs the
@@ -186,97 +348,199 @@ pub fn mark_result_sent() {
 /// [`ChildSetup::apply_early`](crate::child::ChildSetup::apply_early) (own
 /// process group, child subreaper) and before the limits, which apply to the
 /// function's process only. `parent` is the process to watch (the caller, or
-/// the forkserver), the parent of the calling process. `report`, if given,
-/// is the descriptor of a [`UsageReport`] to fill before the guardian exits;
-/// it is closed here.
+/// the forkserver), the parent of the calling process. `page` is the
+/// descriptor of the call's [`CallPage`]; the function's process closes it.
+/// [`prepare`] must have run in this process or before the fork that made it.
 ///
 /// # Safety
 /// The calling process must have a single thread, and must not be the
 /// caller's own process: it becomes the guardian.
 ///
 /// # Errors
-/// The guardian's stack or the clone failed; the process is then unchanged.
+/// The guardian could not be started; the process is then unchanged. Or the
+/// guardian program could not be executed; the guardian then waits for this
+/// process to exit.
 pub unsafe fn split(
     parent: libc::pid_t,
     terminate_descendants: bool,
-    report: Option<RawFd>,
+    page: RawFd,
 ) -> Result<(), SetupError> {
-    // A call nested in a spawned call inherits its report page: it must not
-    // report there.
-    let mut page = std::ptr::null_mut();
-    if let Some(fd) = report {
-        // SAFETY: the caller hands over this descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        page = map_shared(fd.as_fd())
-            .map_err(|err| SetupError {
-                step: "mmap (the usage report)",
-                errno: err.raw_os_error().unwrap_or(0),
-            })?
-            .as_ptr();
+    let fail = |step: &'static str, errno: i32| SetupError { step, errno };
+    if PROGRAM_FD.load(Ordering::Acquire) < 0 {
+        return Err(fail("preparing the guardian program", raw::EINVAL));
     }
-    REPORT.store(page, Ordering::Release);
-    // SAFETY: an anonymous private mapping with no address hint; the result
-    // is checked before use.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
+    // SAFETY: a shared mapping of the call's page, which its creator sized;
+    // it stays mapped for the life of this process.
+    let mapped = unsafe {
+        raw::mmap(
+            std::mem::size_of::<Page>(),
+            raw::PROT_READ | raw::PROT_WRITE,
+            raw::MAP_SHARED,
+            page,
         )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(SetupError {
-            step: "mmap (the guardian's stack)",
-            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-        });
     }
-    RESULT_SENT.store(false, Ordering::Release);
+    .map_err(|errno| fail("mmap (the call's page)", errno))?;
+    PAGE.store(mapped as *mut Page, Ordering::Release);
+    PAGE_FD.store(page, Ordering::Release);
+    let stack = guarded_stack().map_err(|(step, errno)| fail(step, errno))?;
+    EXEC_ERRNO.store(0, Ordering::Relaxed);
+    SHARING.store(1, Ordering::Release);
+    let tid_slot = cached_tid_slot();
     // SAFETY: getpid has no preconditions.
     let guardian = unsafe { libc::getpid() };
+    // When this thread (the guardian-to-be) execs while the memory is still
+    // shared, the kernel zeroes SHARING and wakes its waiters.
+    raw::set_tid_address(SHARING.as_ptr());
     // No signal handler may run in the guardian: it would run on the stack
-    // the child goes on using. The child restores the mask. Raw, not
-    // `sys::SignalsBlocked`: glibc's pthread_sigmask leaves its internal
-    // signals unblocked, and even those must not reach the guardian.
-    let previous = raw::sigprocmask(libc::SIG_SETMASK, u64::MAX);
+    // the child goes on using. Raw, not `sys::SignalsBlocked`: glibc's
+    // pthread_sigmask leaves its internal signals unblocked, and even those
+    // must not reach the guardian. The mask stays blocked in the guardian
+    // program, so that only SIGKILL and SIGSTOP act on it.
+    let previous = raw::sigprocmask(raw::SIG_SETMASK, u64::MAX);
     // SAFETY: the stack was just mapped for the guardian alone and its top is
-    // page-aligned; every signal is blocked; `guard` never returns and keeps
-    // to raw system calls on its own stack.
+    // page-aligned; every signal is blocked; `leave` never returns and keeps
+    // to raw system calls on its own stack until it execs.
     let ret = unsafe {
         raw::clone_vm_split(
-            stack.cast::<u8>().add(STACK_SIZE),
-            guard,
+            (stack as *mut u8).add(STACK_SIZE + PAGE_SIZE),
+            leave,
             parent,
             usize::from(terminate_descendants),
-            cached_tid_slot(),
+            tid_slot,
         )
     };
-    raw::sigprocmask(libc::SIG_SETMASK, previous);
     if ret < 0 {
+        // Glibc's own address again, as it set it at start-up.
+        raw::set_tid_address(tid_slot.cast());
+        raw::sigprocmask(raw::SIG_SETMASK, previous);
         // SAFETY: the mapping made above, used by nobody.
-        unsafe { libc::munmap(stack, STACK_SIZE) };
-        return Err(SetupError {
-            step: "clone (the call's process)",
-            errno: (-ret) as i32,
-        });
+        unsafe { raw::munmap(stack, STACK_SIZE + PAGE_SIZE) };
+        return Err(fail("clone (the call's process)", (-ret) as i32));
     }
     // The function's process, on the original stack.
     // SAFETY: prctl and getppid with integer arguments only.
     unsafe {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            return Err(SetupError {
-                step: "prctl(PR_SET_PDEATHSIG)",
-                errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            });
+            return Err(fail(
+                "prctl(PR_SET_PDEATHSIG)",
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
         // The guardian may have been killed before the signal was armed.
         if libc::getppid() != guardian {
             libc::_exit(EXIT_CALLER_GONE);
         }
     }
+    // Nothing of the caller's runs until the guardian has left this memory.
+    while SHARING.load(Ordering::Acquire) != 0 {
+        raw::futex_wait(&SHARING, 1);
+    }
+    // Glibc clears this word when the thread exits, as after its own fork.
+    raw::set_tid_address(tid_slot.cast());
+    // SAFETY: the guardian has left; nothing uses its stack any more.
+    unsafe { raw::munmap(stack, STACK_SIZE + PAGE_SIZE) };
+    raw::close(page);
+    let errno = EXEC_ERRNO.load(Ordering::Acquire);
+    if errno != 0 {
+        raw::sigprocmask(raw::SIG_SETMASK, previous);
+        return Err(fail("execveat (the guardian program)", errno));
+    }
+    register_rseq();
+    raw::sigprocmask(raw::SIG_SETMASK, previous);
     Ok(())
+}
+
+/// The guardian's stack: [`STACK_SIZE`] bytes above a guard page, so that
+/// an overflow faults instead of writing over whatever lies below. Returns
+/// the base of the mapping, `STACK_SIZE + PAGE_SIZE` bytes.
+fn guarded_stack() -> Result<usize, (&'static str, i32)> {
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let stack = unsafe {
+        raw::mmap(
+            STACK_SIZE + PAGE_SIZE,
+            raw::PROT_READ | raw::PROT_WRITE,
+            raw::MAP_PRIVATE | raw::MAP_ANONYMOUS | raw::MAP_NORESERVE,
+            -1,
+        )
+    }
+    .map_err(|errno| ("mmap (the guardian's stack)", errno))?;
+    // SAFETY: the lowest page of the mapping just made.
+    if let Err(errno) = unsafe { raw::mprotect(stack, PAGE_SIZE, raw::PROT_NONE) } {
+        // SAFETY: the mapping made above, used by nobody.
+        unsafe { raw::munmap(stack, STACK_SIZE + PAGE_SIZE) };
+        return Err(("mprotect (the guardian's stack guard)", errno));
+    }
+    Ok(stack)
+}
+
+/// The guardian's half of the split, on its own stack, in memory it still
+/// shares with the function's process: exec the guardian program at once.
+extern "C" fn leave(parent: libc::pid_t, terminate: usize, function: libc::pid_t) -> ! {
+    let page = PAGE_FD.load(Ordering::Acquire);
+    // The page's descriptor may be close-on-exec; the program needs it. Only
+    // this process's descriptor table changes (no CLONE_FILES).
+    raw::clear_cloexec(page);
+    // A caller that ignores SIGCHLD passes that on through fork and exec;
+    // the guardian would then never see its children's exit statuses. Its
+    // signal actions are its own (no CLONE_SIGHAND), and this happens before
+    // the function's process may run on.
+    raw::default_action(raw::SIGCHLD);
+    let mut bufs = [[0u8; 12]; 4];
+    let [b_parent, b_terminate, b_function, b_page] = &mut bufs;
+    let words = [
+        watch::format_decimal(parent, b_parent).as_ptr(),
+        watch::format_decimal(terminate as i32, b_terminate).as_ptr(),
+        watch::format_decimal(function, b_function).as_ptr(),
+        watch::format_decimal(page, b_page).as_ptr(),
+    ];
+    let argv = [
+        c"pynisher-guard".as_ptr().cast::<u8>(),
+        words[0],
+        words[1],
+        words[2],
+        words[3],
+        std::ptr::null(),
+    ];
+    let envp = [std::ptr::null::<u8>()];
+    // SAFETY: null-terminated arrays of NUL-terminated strings on this stack.
+    let errno = unsafe {
+        raw::execveat(
+            PROGRAM_FD.load(Ordering::Acquire),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    // Still here, so still sharing: tell the function's process, which
+    // reports the failure as the call's setup error, and wait for it.
+    EXEC_ERRNO.store(errno.max(1), Ordering::Release);
+    SHARING.store(0, Ordering::Release);
+    raw::futex_wake(&SHARING);
+    let mut status = 0;
+    let _ = raw::wait4(function, &mut status, raw::WALL, None);
+    raw::exit_group(EXIT_EXEC_FAILED)
+}
+
+/// Registers glibc's rseq area for the function's process, which lost the
+/// registration in the split (the kernel drops it for a `CLONE_VM` child).
+/// Where the kernel refuses, glibc is told that there is none, so that
+/// `sched_getcpu` and rseq users fall back to system calls instead of
+/// reading a stale CPU number.
+fn register_rseq() {
+    let size = RSEQ_SIZE.load(Ordering::Acquire);
+    if size == 0 {
+        return;
+    }
+    let area = raw::thread_pointer().wrapping_add_signed(RSEQ_OFFSET.load(Ordering::Relaxed));
+    // SAFETY: glibc's rseq area of the calling thread, in its TCB, which
+    // lives as long as the thread; glibc registered it with this size.
+    if unsafe { raw::rseq_register(area, size.max(raw::RSEQ_MIN_SIZE)) }.is_err() {
+        // SAFETY: `cpu_id` is the second u32 of the area.
+        unsafe {
+            (area as *mut i32)
+                .add(1)
+                .write_volatile(raw::RSEQ_CPU_ID_REGISTRATION_FAILED)
+        };
+    }
 }
 
 /// Where glibc keeps the calling thread's id, which it caches (in `struct
@@ -312,376 +576,9 @@ fn cached_tid_slot() -> *mut libc::pid_t {
     std::ptr::null_mut()
 }
 
-/// The guardian's life: wait for the function's process or the caller,
-/// whichever ends first, clean up, and exit. Runs on its own stack, in
-/// memory shared with the function's process.
-extern "C" fn guard(parent: libc::pid_t, terminate: usize, function: libc::pid_t) -> ! {
-    let _ = raw::prctl(libc::PR_SET_NAME, NAME.as_ptr() as usize);
-    // The descriptors inherited from the caller belong to the function's
-    // process: holding them here would keep pipes open and sockets alive
-    // longer than the call, and use up the fd limit.
-    raw::close_range(3, u32::MAX);
-    let parent_fd = match raw::pidfd_open(parent) {
-        Ok(fd) => fd,
-        Err(libc::ESRCH) => caller_gone(),
-        // The parent-death signal stays armed instead: it kills the guardian,
-        // and with it the function's process, when the caller dies.
-        Err(_) => -1,
-    };
-    // The parent may have died before its pidfd was opened; then this
-    // process was reparented and the pidfd names another process.
-    if raw::getppid() != parent {
-        caller_gone();
-    }
-    if parent_fd >= 0 {
-        // From here on the pidfd watches the parent, and the guardian cleans
-        // up before it exits; the parent-death signal would kill it first.
-        let _ = raw::prctl(libc::PR_SET_PDEATHSIG, 0);
-    }
-    let terminate = terminate != 0;
-    let Ok(function_fd) = raw::pidfd_open(function) else {
-        // Not expected for an unreaped child: wait for it alone.
-        function_ended(function, terminate);
-    };
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: function_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                // A negative descriptor is skipped.
-                fd: parent_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        if raw::poll_forever(&mut fds).is_err() {
-            function_ended(function, terminate);
-        }
-        if fds[0].revents != 0 {
-            function_ended(function, terminate);
-        }
-        if fds[1].revents != 0 {
-            caller_gone();
-        }
-    }
-}
-
-/// The function's process has exited: reap it, clean up, and exit as it did.
-fn function_ended(function: libc::pid_t, terminate: bool) -> ! {
-    let mut status = 1 << 8;
-    if raw::wait4(function, &mut status, libc::__WALL).is_err() {
-        status = 1 << 8;
-    }
-    let keep = RESULT_SENT.load(Ordering::Acquire) && !terminate;
-    // A subreaper without children has no descendants at all: the scan of
-    // /proc, the costly part, is only needed if something was left.
-    if !keep && raw::has_children() {
-        kill_descendants();
-    }
-    // Reaping what exited folds its CPU time into this process's rusage,
-    // which the supervisor reads.
-    reap_exited();
-    report_reaped();
-    exit_like(status)
-}
-
-/// Fills the supervisor's [`UsageReport`], if it asked for one, with the
-/// usage of every child reaped so far.
-fn report_reaped() {
-    let page = REPORT.load(Ordering::Acquire);
-    if page.is_null() {
-        return;
-    }
-    let Some(usage) = raw::children_usage() else {
-        return;
-    };
-    let micros = |tv: libc::timeval| {
-        (tv.tv_sec.max(0) as u64)
-            .wrapping_mul(1_000_000)
-            .wrapping_add(tv.tv_usec.max(0) as u64)
-    };
-    // SAFETY: the shared page mapped in `split`, never unmapped here.
-    let page = unsafe { &*page };
-    page.user_micros
-        .store(micros(usage.ru_utime), Ordering::Relaxed);
-    page.system_micros
-        .store(micros(usage.ru_stime), Ordering::Relaxed);
-    page.maxrss_kib
-        .store(usage.ru_maxrss.max(0) as u64, Ordering::Relaxed);
-    page.filled.store(REPORT_FILLED, Ordering::Release);
-}
-
-/// The caller (or the forkserver) is gone: kill the whole tree and exit.
-fn caller_gone() -> ! {
-    kill_descendants();
-    reap_exited();
-    raw::exit_group(EXIT_CALLER_GONE)
-}
-
-/// Ends this process the way `status` (from `wait4`) says the function's
-/// process ended: with its exit code, or killed by its signal.
-fn exit_like(status: i32) -> ! {
-    if libc::WIFSIGNALED(status) {
-        let signal = libc::WTERMSIG(status);
-        // No core dump of the guardian: it would dump the function's memory
-        // again (the function's process made its own, if allowed). The
-        // function's process is gone, so nothing else uses this memory.
-        let _ = raw::prctl(libc::PR_SET_DUMPABLE, 0);
-        raw::default_action(signal);
-        raw::sigprocmask(libc::SIG_UNBLOCK, raw::sigbit(signal));
-        let _ = raw::kill(raw::getpid(), signal);
-        // Only a signal whose default is to ignore gets here.
-        raw::exit_group(128 + signal);
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        1
-    };
-    raw::exit_group(code)
-}
-
-/// Reaps every child that has exited, without blocking.
-fn reap_exited() {
-    let mut status = 0;
-    while let Ok(pid) = raw::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL) {
-        if pid == 0 {
-            return;
-        }
-    }
-}
-
-/// A fixed set of pids, on the guardian's stack.
-struct PidSet {
-    pids: [libc::pid_t; MAX_DESCENDANTS],
-    len: usize,
-}
-
-impl PidSet {
-    fn contains(&self, pid: libc::pid_t) -> bool {
-        self.pids.iter().take(self.len).any(|p| *p == pid)
-    }
-
-    /// Adds `pid`; false if the set is full.
-    fn insert(&mut self, pid: libc::pid_t) -> bool {
-        match self.pids.get_mut(self.len) {
-            Some(slot) => {
-                *slot = pid;
-                self.len += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = libc::pid_t> + '_ {
-        self.pids.iter().take(self.len).copied()
-    }
-}
-
-/// Freezes every descendant of this process (SIGSTOP as soon as it is found,
-/// so none can fork behind the scan), scans until nothing new turns up, then
-/// kills them all and reaps its own children. As a subreaper, the guardian
-/// is the parent of every orphan of the call, so the scan misses nothing.
-///
-/// Pids rather than pidfds: a frozen process cannot exit, and the pid of a
-/// child that exited stays reserved until the guardian reaps it.
-fn kill_descendants() {
-    let me = raw::getpid();
-    let deadline = raw::now_micros().wrapping_add(CLEANUP_MICROS);
-    loop {
-        let mut found = PidSet {
-            pids: [0; MAX_DESCENDANTS],
-            len: 0,
-        };
-        // Passes over /proc until one finds nothing new: a pass can meet a
-        // child before its parent.
-        while scan_descendants(me, &mut found) > 0 && found.len < MAX_DESCENDANTS {
-            wait_stopped(&found);
-            if raw::now_micros() > deadline {
-                break;
-            }
-        }
-        if found.len == 0 {
-            return;
-        }
-        for pid in found.iter() {
-            let _ = raw::kill(pid, libc::SIGKILL);
-        }
-        wait_children_gone(deadline);
-        // A full set may have left some behind; so may a deadline.
-        if found.len < MAX_DESCENDANTS || raw::now_micros() > deadline {
-            return;
-        }
-    }
-}
-
-/// One pass over /proc: adds (and stops) every process whose parent is
-/// `root` or already in `found`. Returns how many it added.
-fn scan_descendants(root: libc::pid_t, found: &mut PidSet) -> usize {
-    let Ok(dir) = raw::open_read(b"/proc\0", true) else {
-        return 0;
-    };
-    let mut added = 0;
-    let mut entries = [0u8; 16 << 10];
-    'read: while let Ok(n) = raw::getdents64(dir, &mut entries) {
-        if n == 0 {
-            break;
-        }
-        for pid in dirent_pids(entries.get(..n).unwrap_or(&[])) {
-            if pid == root || found.contains(pid) {
-                continue;
-            }
-            let Some(stat) = read_stat(pid) else {
-                continue;
-            };
-            if stat.ppid == root || found.contains(stat.ppid) {
-                let _ = raw::kill(pid, libc::SIGSTOP);
-                if !found.insert(pid) {
-                    break 'read;
-                }
-                added += 1;
-            }
-        }
-    }
-    raw::close(dir);
-    added
-}
-
-/// Waits until every process in `found` is stopped or dead, at most
-/// [`STOP_SETTLE_MICROS`]. One in uninterruptible sleep may never stop; it
-/// is killed regardless.
-fn wait_stopped(found: &PidSet) {
-    let until = raw::now_micros().wrapping_add(STOP_SETTLE_MICROS);
-    while raw::now_micros() < until {
-        let running = found.iter().any(|pid| {
-            read_stat(pid).is_some_and(|s| !matches!(s.state, b'T' | b't' | b'Z' | b'X'))
-        });
-        if !running {
-            return;
-        }
-        raw::sleep_micros(200);
-    }
-}
-
-/// Reaps children until none is left or `deadline` (microseconds) passes.
-fn wait_children_gone(deadline: u64) {
-    let mut status = 0;
-    loop {
-        match raw::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL) {
-            Err(_) => return, // ECHILD: none left
-            Ok(0) => {
-                if raw::now_micros() > deadline {
-                    return;
-                }
-                raw::sleep_micros(500);
-            }
-            Ok(_) => {}
-        }
-    }
-}
-
-/// The fields of `/proc/<pid>/stat` the guardian needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: u8,
-    ppid: libc::pid_t,
-}
-
-/// Reads `/proc/<pid>/stat` into a stack buffer.
-fn read_stat(pid: libc::pid_t) -> Option<Stat> {
-    let mut path = [0u8; 32];
-    let len = stat_path(pid, &mut path);
-    let fd = raw::open_read(path.get(..len)?, false).ok()?;
-    let mut buf = [0u8; 512];
-    let n = raw::read(fd, &mut buf);
-    raw::close(fd);
-    parse_stat(buf.get(..n.ok()?)?)
-}
-
-/// Writes `"/proc/<pid>/stat\0"` into `out`; returns its length with the NUL.
-fn stat_path(pid: libc::pid_t, out: &mut [u8; 32]) -> usize {
-    let mut digits = [0u8; 12];
-    let mut value = pid.unsigned_abs();
-    let mut count = 0;
-    loop {
-        if let Some(d) = digits.get_mut(count) {
-            *d = b'0' + (value % 10) as u8;
-        }
-        count += 1;
-        value /= 10;
-        if value == 0 || count >= digits.len() {
-            break;
-        }
-    }
-    let mut at = 0;
-    let mut push = |byte: u8| {
-        if let Some(slot) = out.get_mut(at) {
-            *slot = byte;
-            at += 1;
-        }
-    };
-    b"/proc/".iter().for_each(|b| push(*b));
-    (0..count)
-        .rev()
-        .for_each(|i| push(digits.get(i).copied().unwrap_or(b'0')));
-    b"/stat\0".iter().for_each(|b| push(*b));
-    at
-}
-
-/// Parses "pid (comm) state ppid ...". The command name may hold spaces and
-/// parentheses, so the fields start after the last ')'.
-fn parse_stat(text: &[u8]) -> Option<Stat> {
-    let close = text.iter().rposition(|b| *b == b')')?;
-    let mut fields = text
-        .get(close + 1..)?
-        .split(|b| *b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = *fields.next()?.first()?;
-    let ppid = parse_decimal(fields.next()?)?;
-    Some(Stat { state, ppid })
-}
-
-fn parse_decimal(text: &[u8]) -> Option<libc::pid_t> {
-    if text.is_empty() || text.len() > 10 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for b in text {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + i64::from(b - b'0');
-    }
-    libc::pid_t::try_from(value).ok()
-}
-
-/// The pids among the `linux_dirent64` records in `buf`: the entries whose
-/// names are all digits.
-fn dirent_pids(buf: &[u8]) -> impl Iterator<Item = libc::pid_t> + '_ {
-    // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
-    const NAME_AT: usize = 19;
-    let mut at = 0usize;
-    std::iter::from_fn(move || loop {
-        let record = buf.get(at..)?;
-        let reclen = usize::from(u16::from_ne_bytes([*record.get(16)?, *record.get(17)?]));
-        if reclen < NAME_AT {
-            return None;
-        }
-        at += reclen;
-        let name = record.get(NAME_AT..reclen)?;
-        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-        if let Some(pid) = parse_decimal(name) {
-            return Some(pid);
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::watch::*;
     use super::*;
 
     #[test]
@@ -706,12 +603,27 @@ mod tests {
     }
 
     #[test]
-    fn builds_stat_paths() {
+    fn builds_stat_paths_and_arguments() {
         let mut out = [0u8; 32];
         let len = stat_path(123_456, &mut out);
         assert_eq!(&out[..len], b"/proc/123456/stat\0");
         let len = stat_path(0, &mut out);
         assert_eq!(&out[..len], b"/proc/0/stat\0");
+        let mut buf = [0u8; 12];
+        assert_eq!(format_decimal(-1, &mut buf), b"-1\0");
+        assert_eq!(format_decimal(i32::MAX, &mut buf), b"2147483647\0");
+        let words: [&[u8]; 4] = [b"17", b"1", b"4242", b"-1"];
+        assert_eq!(
+            Args::parse(words.into_iter()),
+            Some(Args {
+                parent: 17,
+                terminate: true,
+                function: 4242,
+                page_fd: -1
+            })
+        );
+        let short: [&[u8]; 2] = [b"17", b"1"];
+        assert_eq!(Args::parse(short.into_iter()), None);
     }
 
     #[test]
@@ -732,7 +644,7 @@ mod tests {
             if n == 0 {
                 break;
             }
-            pids.extend(dirent_pids(&buf[..n]));
+            pids.extend(dirent_numbers(&buf[..n]));
         }
         raw::close(dir);
         assert!(pids.contains(&(std::process::id() as libc::pid_t)));
@@ -743,20 +655,61 @@ mod tests {
     }
 
     #[test]
-    fn a_report_is_empty_until_the_guardian_fills_it() {
-        let report = UsageReport::new().unwrap();
-        assert_eq!(report.read(), None);
-        // The guardian's program maps the same memfd on its side.
-        let theirs = map_shared(report.fd()).unwrap();
-        let status = std::process::Command::new("true").status().unwrap();
-        assert!(status.success());
-        REPORT.store(theirs.as_ptr(), Ordering::Release);
-        report_reaped();
-        REPORT.store(std::ptr::null_mut(), Ordering::Release);
-        let reaped = report.read().expect("filled");
-        // At least the `true` just reaped; the figures are this process's
-        // RUSAGE_CHILDREN.
-        assert!(reaped.peak_memory >= 1024, "{reaped:?}");
+    fn a_page_is_empty_until_the_guardian_fills_it() {
+        let page = CallPage::new().unwrap();
+        assert_eq!(page.read(), None);
+    }
+
+    #[test]
+    fn the_program_is_a_small_static_executable() {
+        assert_eq!(&PROGRAM[..4], b"\x7fELF");
+        assert!(PROGRAM.len() < 64 << 10, "{} bytes", PROGRAM.len());
+        prepare().unwrap();
+        // Run with bad arguments, it says so by its exit code.
+        let fd = PROGRAM_FD.load(Ordering::Acquire);
+        let status = std::process::Command::new(format!("/proc/self/fd/{fd}"))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2));
+    }
+
+    #[test]
+    fn the_file_fallback_can_be_executed() {
+        // Where vm.memfd_noexec forbids executable memfds.
+        let fd = file_program(&std::env::temp_dir()).unwrap();
+        let status = std::process::Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2));
+    }
+
+    #[test]
+    fn raw_constants_match_the_c_library() {
+        assert_eq!(raw::nr::PIDFD_OPEN as libc::c_long, libc::SYS_pidfd_open);
+        assert_eq!(raw::nr::EXECVEAT as libc::c_long, libc::SYS_execveat);
+        assert_eq!(raw::nr::RSEQ as libc::c_long, libc::SYS_rseq);
+        assert_eq!(raw::nr::CLOSE_RANGE as libc::c_long, libc::SYS_close_range);
+        assert_eq!(raw::nr::WAITID as libc::c_long, libc::SYS_waitid);
+        assert_eq!(raw::nr::FUTEX as libc::c_long, libc::SYS_futex);
+        assert_eq!(raw::nr::PRLIMIT64 as libc::c_long, libc::SYS_prlimit64);
+        assert_eq!(raw::nr::FCNTL as libc::c_long, libc::SYS_fcntl);
+        assert_eq!(
+            raw::nr::PIDFD_SEND_SIGNAL as libc::c_long,
+            libc::SYS_pidfd_send_signal
+        );
+        assert_eq!(raw::WALL, libc::__WALL);
+        assert_eq!(raw::WNOWAIT, libc::WNOWAIT);
+        assert_eq!(raw::O_DIRECTORY, libc::O_DIRECTORY);
+        assert_eq!(raw::O_CLOEXEC, libc::O_CLOEXEC);
+        assert_eq!(raw::AT_EMPTY_PATH, libc::AT_EMPTY_PATH);
+        assert_eq!(raw::MAP_NORESERVE as i32, libc::MAP_NORESERVE);
+        assert_eq!(raw::CLONE_CHILD_SETTID as i32, libc::CLONE_CHILD_SETTID);
+        assert_eq!(
+            std::mem::size_of::<raw::Rusage>(),
+            std::mem::size_of::<libc::rusage>()
+        );
+        assert_eq!(raw::wexitstatus(3 << 8), 3);
+        assert!(raw::wifsignaled(libc::SIGKILL) && !raw::wifexited(libc::SIGKILL));
     }
 
     #[test]
@@ -764,5 +717,21 @@ mod tests {
         assert_eq!(raw::kill(i32::MAX - 1, 0), Err(libc::ESRCH));
         assert_eq!(raw::pidfd_open(-7), Err(libc::EINVAL));
         assert_eq!(raw::getpid(), std::process::id() as libc::pid_t);
+    }
+
+    #[test]
+    fn the_guardian_stack_has_a_guard_page() {
+        let stack = guarded_stack().unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let guard = format!("{stack:x}-{:x} ---p ", stack + PAGE_SIZE);
+        let usable = format!(
+            "{:x}-{:x} rw-p ",
+            stack + PAGE_SIZE,
+            stack + PAGE_SIZE + STACK_SIZE
+        );
+        // SAFETY: unmaps exactly that mapping.
+        unsafe { raw::munmap(stack, STACK_SIZE + PAGE_SIZE) };
+        assert!(maps.contains(&guard), "{guard} not in\n{maps}");
+        assert!(maps.contains(&usable), "{usable} not in\n{maps}");
     }
 }

@@ -57,7 +57,10 @@
 //!   its child, which runs the function. Whatever the function starts stays
 //!   below the guardian, even after a `setsid` or a double fork, and the
 //!   guardian kills it all once the function's process ends, however it
-//!   ends. Every descendant the supervisor sees gets a pidfd, which is immune
+//!   ends. The guardian shares no memory with the function's process (it
+//!   execs a small program of its own right after the split), so nothing
+//!   the function does to its memory, an OOM kill included, takes the
+//!   guardian down. Every descendant the supervisor sees gets a pidfd, which is immune
 //!   to pid reuse, and the tree is frozen with SIGSTOP before it is killed, so
 //!   nothing can fork behind the kill.
 //! - **No deadlock on large results.** Payloads up to 60 KiB go through a pipe

@@ -384,14 +384,27 @@ fn serve(run: &Runner, request: Request) -> ! {
         unsafe { libc::_exit(EXIT_SETUP_FAILED) }
     };
     let startup = own_cpu_time();
+    if let Err(err) = guardian::prepare() {
+        let errno = match err.kind() {
+            crate::ErrorKind::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        };
+        fail(
+            &mut sender,
+            SetupError {
+                step: "preparing the guardian program",
+                errno: errno.unwrap_or(libc::ENOEXEC),
+            },
+        );
+    }
     // SAFETY: this runs before `main`, from `.init_array`, so the process has
     // a single thread; and it is a fresh process of the program, not the
-    // caller.
+    // caller; `prepare` has run.
     if let Err(err) = unsafe {
         guardian::split(
             request.parent,
             request.terminate_descendants,
-            Some(INTERPRETER_REPORT_FD),
+            INTERPRETER_REPORT_FD,
         )
     } {
         fail(&mut sender, err);

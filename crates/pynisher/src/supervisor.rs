@@ -14,7 +14,7 @@ use crate::background::Interrupt;
 use crate::cgroup::CallCgroup;
 use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
-use crate::guardian::UsageReport;
+use crate::guardian::CallPage;
 use crate::limits::{Limits, MemoryMode};
 use crate::outcome::{Exit, Outcome, Status, Usage};
 use crate::sys::{self, Pid};
@@ -67,8 +67,12 @@ pub struct Supervised {
     /// The child is a call's [guardian](crate::guardian), which kills what
     /// the call left behind before it exits.
     guarded: bool,
-    /// Where a spawned interpreter's guardian reports what it reaped.
-    usage_report: Option<UsageReport>,
+    /// The call's page, on which its guardian reports how the function
+    /// ended and what it used.
+    page: Option<CallPage>,
+    /// Take the peak memory from the page (a spawned interpreter's own peak
+    /// includes the caller's, since Linux carries it across `execve`).
+    peak_from_page: bool,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -199,7 +203,8 @@ impl Supervised {
             expects_ready: false,
             cgroup: None,
             guarded: false,
-            usage_report: None,
+            page: None,
+            peak_from_page: false,
         }
     }
 
@@ -234,10 +239,24 @@ impl Supervised {
         )
     }
 
-    /// Collects the exit status and rusage of the exited child.
+    /// Collects the exit status and rusage of the exited child. If someone
+    /// else reaped it (a caller that ignores SIGCHLD, or reaps with a handler
+    /// or a `waitpid(-1)` thread), its guardian's report stands in.
     fn reap(&self) -> std::io::Result<Option<(libc::c_int, libc::rusage)>> {
         match &self.reaper {
-            Reaper::Parent => sys::wait4(self.pid, true),
+            Reaper::Parent => match sys::wait4(self.pid, true) {
+                Err(err) if err.raw_os_error() == Some(libc::ECHILD) => {
+                    Ok(self.page.as_ref().and_then(CallPage::read).map(|report| {
+                        // SAFETY: rusage is plain data; all-zero is valid.
+                        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                        usage.ru_utime = sys::to_timeval(report.total.user);
+                        usage.ru_stime = sys::to_timeval(report.total.system);
+                        usage.ru_maxrss = (report.total.peak_memory / 1024) as libc::c_long;
+                        (report.status, usage)
+                    }))
+                }
+                other => other,
+            },
             Reaper::Remote(socket) => {
                 let mut fds = [libc::pollfd {
                     fd: socket.as_raw_fd(),
@@ -262,12 +281,21 @@ impl Supervised {
         self.expects_ready = true;
     }
 
-    /// Takes the peak memory from `report`, filled by the child's guardian,
-    /// instead of from the child's own rusage: a spawned interpreter's own
-    /// peak includes the caller's, since Linux carries it across `execve`.
-    pub fn with_usage_report(mut self, report: UsageReport) -> Supervised {
-        self.usage_report = Some(report);
+    /// The call's page, which its guardian fills (see
+    /// [`CallPage`]): how the function ended, should someone else reap the
+    /// guardian, and what it used.
+    pub fn with_call_page(mut self, page: CallPage) -> Supervised {
+        // `self` holds the pidfd already.
+        page.mark_supervised();
+        self.page = Some(page);
         self
+    }
+
+    /// Takes the peak memory from the call's page instead of from the
+    /// child's own rusage: a spawned interpreter's own peak includes the
+    /// caller's, since Linux carries it across `execve`.
+    pub fn take_peak_from_page(&mut self) {
+        self.peak_from_page = true;
     }
 
     /// Tells the supervisor that the child is a call's
@@ -563,8 +591,13 @@ impl Supervised {
             net_of_startup(sample, startup),
             startup,
         );
-        if let Some(reaped) = self.usage_report.as_ref().and_then(UsageReport::read) {
-            usage.peak_memory = reaped.peak_memory;
+        if let Some(report) = self
+            .page
+            .as_ref()
+            .filter(|_| self.peak_from_page)
+            .and_then(CallPage::read)
+        {
+            usage.peak_memory = report.reaped.peak_memory;
         }
         if resident_limit.is_some() {
             usage.peak_memory = peak_private;

@@ -64,21 +64,53 @@ pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
 
 /// `poll(2)` over `fds`; `None` waits forever. Returns how many are ready.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let millis = match timeout {
-        None => -1,
-        // Round up so that a deadline 0.3 ms away does not spin.
-        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
-    };
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd.
-    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EINTR) {
-            return Ok(0);
+    // A signal (a profiler's timer, say) interrupts the wait; it goes on for
+    // what is left of the timeout, so that 0 always means the time is up.
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let millis = match deadline {
+            None => -1,
+            // Round up so that a deadline 0.3 ms away does not spin.
+            Some(at) => at
+                .saturating_duration_since(std::time::Instant::now())
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32,
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ret >= 0 {
+            return Ok(ret as usize);
         }
-        return Err(err);
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
     }
-    Ok(ret as usize)
+}
+
+/// Ends `pid`, an unreaped child of this process that cannot be supervised
+/// (its pidfd could not be opened), with its process group (a call's
+/// process leads its own), and reaps it, so that it neither runs on
+/// unwatched nor stays a zombie. A child that is already gone and reaped by
+/// someone else (its pid may be reused by now) is left alone.
+pub fn stop_unsupervised(pid: Pid) {
+    // SAFETY: waitid with WNOWAIT only looks; `info` is valid for writes.
+    let exists = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
+    };
+    if !exists {
+        return;
+    }
+    let _ = kill(-pid, libc::SIGKILL);
+    let _ = kill(pid, libc::SIGKILL);
+    let _ = wait4(pid, true);
 }
 
 /// `wait4(2)` on one child. With `block == false`, `Ok(None)` means it is
@@ -263,6 +295,13 @@ pub fn page_size() -> u64 {
 }
 
 /// Converts a `timeval` to a [`Duration`].
+pub fn to_timeval(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
 pub fn timeval(tv: libc::timeval) -> Duration {
     Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
 }
@@ -730,6 +769,44 @@ mod tests {
 
     fn read_fd(fd: BorrowedFd<'_>, out: &mut [u8]) -> usize {
         read(fd, out).unwrap()
+    }
+
+    #[test]
+    fn poll_waits_out_its_timeout_through_signals() {
+        extern "C" fn on_alarm(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing, then an interval timer of
+        // 1 ms; both are undone below.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_alarm as *const () as usize;
+            libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+            let tick = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 1000,
+            };
+            let timer = libc::itimerval {
+                it_interval: tick,
+                it_value: tick,
+            };
+            libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+        }
+        let (read_end, _write_end) = pipe().unwrap();
+        let mut fds = [libc::pollfd {
+            fd: read_end.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let started = std::time::Instant::now();
+        let ready = poll(&mut fds, Some(Duration::from_millis(100)));
+        let waited = started.elapsed();
+        // SAFETY: stops the timer; SIGALRM back to its default.
+        unsafe {
+            let off: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
+            libc::signal(libc::SIGALRM, libc::SIG_IGN);
+        }
+        assert_eq!(ready.unwrap(), 0);
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
     }
 
     #[test]
