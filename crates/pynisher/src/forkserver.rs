@@ -283,10 +283,11 @@ pub unsafe fn serve<H: ForkHooks>(
         };
         // A server started with its standard descriptors closed receives
         // these on 0, 1 or 2, where the call's output would go.
-        let (Ok(result), Ok(memfd), Ok(request)) = (
+        let (Ok(result), Ok(memfd), Ok(request), Ok(page)) = (
             sys::off_stdio(result),
             sys::off_stdio(memfd),
             sys::off_stdio(request),
+            sys::off_stdio(page),
         ) else {
             continue;
         };

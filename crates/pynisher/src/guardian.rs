@@ -89,7 +89,11 @@ pub fn prepare() -> crate::Result<()> {
     static PREPARED: OnceLock<Result<(), String>> = OnceLock::new();
     PREPARED
         .get_or_init(|| {
-            let fd = materialise().map_err(|e| e.to_string())?;
+            // Kept for the life of the process, so never on 0-2, which a
+            // caller with closed standard descriptors means to stay closed.
+            let fd = materialise()
+                .and_then(sys::off_stdio)
+                .map_err(|e| e.to_string())?;
             PROGRAM_FD.store(fd.as_raw_fd(), Ordering::Release);
             // The descriptor lives as long as the process.
             std::mem::forget(fd);
@@ -260,7 +264,7 @@ impl CallPage {
     /// # Errors
     /// The memfd or the mapping failed.
     pub fn new() -> io::Result<CallPage> {
-        let memfd = sys::memfd(c"pynisher-call")?;
+        let memfd = sys::off_stdio(sys::memfd(c"pynisher-call")?)?;
         let len = std::mem::size_of::<Page>();
         // SAFETY: a fresh memfd we own; sized before it is mapped.
         if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
