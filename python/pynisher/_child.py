@@ -133,12 +133,7 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
         flags = _RAW_BYTES
     else:
         pickled: list[pickle.PickleBuffer] = []
-        dumps = pickle.dumps
-        if by_value:
-            import cloudpickle
-
-            dumps = cloudpickle.dumps
-        main = dumps(value, protocol=5, buffer_callback=pickled.append)
+        main = dumps(value, by_value=by_value, buffer_callback=pickled.append)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
