@@ -19,8 +19,11 @@ import struct
 import sys
 import traceback
 import types
+import weakref
 from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional
+
+from . import _core
 
 _U64 = struct.Struct("<Q")
 
@@ -165,13 +168,36 @@ def decode_value(payload: Any) -> Any:
     offsets = buffer_offsets(start + lengths[0], lengths[1:])
     if first & _RAW_BYTES:
         return payload.read(offsets[0], lengths[1])
-    buffers = []
+    buffers: list[Any] = []
     for offset, length in zip(offsets, lengths[1:]):
         if payload.mappable and length >= _OWN_PAGES:
-            buffers.append(payload.map(offset, length))
+            buffers.append(_map_range(payload, offset, length))
         else:
             buffers.append(payload.read(offset, length, writable=True))
     return pickle.loads(main, buffers=buffers)
+
+
+def _map_range(payload: Any, offset: int, length: int) -> mmap.mmap:
+    """A private, writable mapping of one range of the payload, on its own:
+    when the last view of it goes, its pages of the memfd are freed.
+
+    Python's ``mmap`` exports the buffer, so this works with the abi3 wheel
+    on every Python version (the buffer protocol joined the limited API only
+    in 3.11)."""
+    memfd = payload.claim(offset, length)
+    try:
+        mapped = mmap.mmap(
+            memfd,
+            length,
+            flags=mmap.MAP_PRIVATE,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=offset,
+        )
+    except BaseException:
+        _core.release_range(memfd, offset, length)
+        raise
+    weakref.finalize(mapped, _core.release_range, memfd, offset, length)
+    return mapped
 
 
 def encode_error(

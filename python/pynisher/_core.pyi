@@ -81,7 +81,8 @@ class RawOutcome:
 class Payload:
     """The bytes of a result frame. ``read`` copies a range into a new
     ``bytes`` (or ``bytearray``); a payload in a memfd (``mappable``) also
-    maps page-aligned ranges without a copy, each on its own (``map``)."""
+    hands out page-aligned ranges for the caller to map on its own
+    (``claim``), freed with `release_range` once unmapped."""
 
     def __len__(self) -> int: ...
     @property
@@ -89,15 +90,13 @@ class Payload:
     def read(
         self, offset: int, length: int, *, writable: bool = False
     ) -> Union[bytes, bytearray]: ...
-    def map(self, offset: int, length: int) -> Mapping: ...
+    def claim(self, offset: int, length: int) -> int:
+        """A new descriptor of the memfd, owned by the caller, to map
+        ``length`` bytes from ``offset`` (a page multiple; no two ranges on
+        one page); hand it to `release_range` when the mapping is gone."""
 
-@final
-class Mapping:
-    """One range of a payload, privately mapped on its own and exported as a
-    writable buffer; its memory is freed when the last view of it goes."""
-
-    def __len__(self) -> int: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
+def release_range(memfd: int, offset: int, length: int) -> None:
+    """Frees the memfd pages of a claimed range and closes ``memfd``."""
 
 def run_fork(
     body: Callable[[], tuple[str, list[Any]]],

@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use pyo3::buffer::PyUntypedBuffer;
+mod buffer;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
@@ -225,10 +226,12 @@ struct RawOutcome {
 
 /// The bytes of a result frame. A large payload stays in the memfd the
 /// child wrote it into: `read` copies a range straight into a new `bytes`
-/// (one kernel copy), and `map` exports a page-aligned range as a private,
-/// writable mapping of its own without any copy, so numpy arrays in a result
-/// are built in place and each keeps only its own memory. Small payloads are
-/// inline and only support `read`.
+/// (one kernel copy), and `claim` hands out a page-aligned range for the
+/// caller to map privately and writably on its own without any copy (with
+/// Python's `mmap`, whose buffer works on every Python version), so numpy
+/// arrays in a result are built in place and each keeps only its own memory;
+/// `release_range` frees the range's pages once its mapping is gone. Small
+/// payloads are inline and only support `read`.
 #[pyclass(name = "Payload", module = "pynisher._core", frozen)]
 struct PayloadPy {
     payload: Payload,
@@ -282,18 +285,19 @@ impl PayloadPy {
         Ok(bytes)
     }
 
-    /// `length` bytes from `offset` (a multiple of the page size) as a
-    /// mapping of their own, exported as a writable buffer. No two ranges
-    /// may share a page.
-    fn map(&self, offset: usize, length: usize) -> PyResult<MappingPy> {
-        let mapping = self
+    /// Hands out `length` bytes from `offset` (a multiple of the page
+    /// size; no two ranges may share a page) and returns a new descriptor of
+    /// the memfd, which the caller owns: it maps the range itself and, once
+    /// the mapping is gone, passes the descriptor to `release_range`.
+    fn claim(&self, offset: usize, length: usize) -> PyResult<i32> {
+        let memfd = self
             .payload
-            .map(offset, length)
+            .claim(offset, length)
             .map_err(|e| PynisherException::new_err(format!("mapping the result: {e}")))?
             .ok_or_else(|| {
                 PyValueError::new_err("an inline payload cannot be mapped; use read()")
             })?;
-        Ok(MappingPy { mapping })
+        Ok(memfd.into_raw_fd())
     }
 }
 
@@ -305,47 +309,15 @@ impl Drop for PayloadPy {
     }
 }
 
-/// One range of a result payload, mapped on its own (see `Payload.map`): a
-/// buffer that keeps only its own pages alive and frees them when the last
-/// view of it goes.
-#[pyclass(name = "Mapping", module = "pynisher._core", frozen)]
-struct MappingPy {
-    mapping: pynisher::channel::Mapping,
-}
-
-#[pymethods]
-impl MappingPy {
-    fn __len__(&self) -> usize {
-        self.mapping.len()
-    }
-
-    /// # Safety
-    /// Called by CPython with a valid `view`.
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut pyo3::ffi::Py_buffer,
-        flags: std::os::raw::c_int,
-    ) -> PyResult<()> {
-        let mapping = &slf.get().mapping;
-        // SAFETY: the mapping holds `len` writable bytes at a fixed address
-        // for as long as this object lives, and the view keeps the object
-        // alive (FillInfo takes a reference to it). Rust never reads or
-        // writes the mapping itself.
-        let ret = unsafe {
-            pyo3::ffi::PyBuffer_FillInfo(
-                view,
-                slf.as_ptr(),
-                mapping.as_ptr().cast(),
-                mapping.len() as pyo3::ffi::Py_ssize_t,
-                0,
-                flags,
-            )
-        };
-        if ret != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
+/// Frees the memfd pages of a range `Payload.claim` handed out, and closes
+/// the descriptor it returned: called once nothing maps the range any more.
+#[pyfunction]
+fn release_range(memfd: i32, offset: u64, length: usize) -> PyResult<()> {
+    // SAFETY: `memfd` is the descriptor `Payload.claim` returned, owned by
+    // the caller, which hands it over here exactly once.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    pynisher::channel::release_range(memfd.as_fd(), offset, length)
+        .map_err(|e| PynisherException::new_err(format!("freeing a result buffer: {e}")))
 }
 
 /// Frame tags as the Python child names them.
@@ -386,20 +358,12 @@ fn frame_tag(name: &str) -> PyResult<Tag> {
 fn send_parts(sender: &mut Sender, tag: Tag, parts: &[Bound<'_, PyAny>]) -> PyResult<()> {
     let buffers = parts
         .iter()
-        .map(PyUntypedBuffer::get)
+        .map(buffer::ContiguousBytes::get)
         .collect::<PyResult<Vec<_>>>()?;
-    let mut slices = Vec::with_capacity(buffers.len());
-    for buffer in &buffers {
-        if !buffer.is_c_contiguous() {
-            return Err(PyValueError::new_err("result buffers must be contiguous"));
-        }
-        // SAFETY: the buffer is C-contiguous, `len_bytes` long and kept
-        // alive (and exported, so not resized) by `buffers` until the frame
-        // is sent below.
-        slices.push(unsafe {
-            std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes())
-        });
-    }
+    let slices: Vec<&[u8]> = buffers
+        .iter()
+        .map(buffer::ContiguousBytes::as_slice)
+        .collect();
     sender
         .send(tag, &slices)
         .map_err(|e| PynisherException::new_err(format!("sending the result: {e}")))
@@ -767,10 +731,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RawOutcome>()?;
     m.add_class::<ChildChannel>()?;
     m.add_class::<PayloadPy>()?;
-    m.add_class::<MappingPy>()?;
     m.add_class::<ForkServerPy>()?;
     m.add_function(wrap_pyfunction!(run_forkserver, m)?)?;
     m.add_function(wrap_pyfunction!(cgroup_v2_unavailable, m)?)?;
+    m.add_function(wrap_pyfunction!(release_range, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver_serve, m)?)?;
     m.add("FORKSERVER_CONTROL_FD", pynisher::forkserver::CONTROL_FD)?;
     m.add_function(wrap_pyfunction!(run_fork, m)?)?;

@@ -133,6 +133,22 @@ impl Payload {
     /// The range is empty, not page-aligned, outside the payload or on a page
     /// mapped before, or `mmap` failed.
     pub fn map(&self, offset: usize, len: usize) -> io::Result<Option<Mapping>> {
+        match self.claim(offset, len)? {
+            Some(memfd) => Mapping::new(memfd, offset as u64, len).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Hands out `len` bytes from `offset` as [`Payload::map`] does, under
+    /// the same rules, but leaves the mapping to the caller: it gets a new
+    /// descriptor of the memfd, maps the range itself (privately), and frees
+    /// the range with [`release_range`] once its mapping is gone. (The
+    /// Python binding maps with Python's `mmap`, whose buffer works on every
+    /// Python version.) `None` for an inline payload.
+    ///
+    /// # Errors
+    /// As [`Payload::map`], or the descriptor could not be duplicated.
+    pub fn claim(&self, offset: usize, len: usize) -> io::Result<Option<OwnedFd>> {
         let Payload::Memfd {
             fd,
             len: total,
@@ -142,6 +158,9 @@ impl Payload {
             return Ok(None);
         };
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        if len == 0 {
+            return Err(invalid("empty range"));
+        }
         if offset.checked_add(len).is_none_or(|end| end > *total) {
             return Err(invalid("range outside the payload"));
         }
@@ -157,9 +176,9 @@ impl Payload {
         if mapped.iter().any(|&(s, e)| s < end && start < e) {
             return Err(invalid("range shares a page with a range mapped before"));
         }
-        let mapping = Mapping::new(fd.try_clone()?, start, len)?;
+        let memfd = fd.try_clone()?;
         mapped.push((start, end));
-        Ok(Some(mapping))
+        Ok(Some(memfd))
     }
 
     /// Frees the memfd's pages outside every range [`Payload::map`] handed
@@ -271,13 +290,21 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the region mapped in `Mapping::new`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-        // `Payload::map` never hands out two ranges on one page, so these
-        // pages are this mapping's alone; freeing them is what lets a kept
-        // buffer keep only its own memory.
-        let page = sys::page_size();
-        let end = (self.offset + self.len as u64).div_ceil(page) * page;
-        let _ = sys::punch_hole(self.memfd.as_fd(), self.offset, end - self.offset);
+        let _ = release_range(self.memfd.as_fd(), self.offset, self.len);
     }
+}
+
+/// Frees the memfd pages of a range that [`Payload::claim`] handed out, once
+/// nothing maps it any more. [`Payload::claim`] never hands out two ranges on
+/// one page, so these pages are the range's alone; freeing them is what lets
+/// a kept buffer keep only its own memory.
+///
+/// # Errors
+/// `fallocate` failed.
+pub fn release_range(memfd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
+    let page = sys::page_size();
+    let end = (offset + len as u64).div_ceil(page) * page;
+    sys::punch_hole(memfd, offset, end - offset)
 }
 
 /// The child's end: writes exactly one frame. Every method is
