@@ -115,12 +115,14 @@ def write_to_a_full_pipe() -> None:
         os.write(write_end, b"x" * 65536)
 
 
-def fork_and_return() -> int:
+def fork_and_return() -> dict[str, int]:
+    """Forks a child that exits with code 7, reaps it itself, and reports
+    what it saw: nothing else (the call's guardian above all) may reap it."""
     pid = os.fork()
     if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return os.getpid()
+        os._exit(7)
+    reaped, status = os.waitpid(pid, 0)
+    return {"pid": os.getpid(), "child": pid, "reaped": reaped, "code": os.WEXITSTATUS(status)}
 
 
 async def async_double(x: int) -> int:

@@ -6,6 +6,7 @@ only this module (no pytest), which keeps its start-up short.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 import time
@@ -127,6 +128,13 @@ LIMITED_PIDS = {
     "spawn": spawn_limited_pids,
     "forkserver": forkserver_limited_pids,
 }
+
+
+def abort_with_report(dump: str) -> None:
+    """Aborts (SIGABRT). faulthandler's report of the crash goes to the file
+    ``dump``, for the test to check, not to the terminal of the test run."""
+    faulthandler.enable(file=open(dump, "w"))  # kept open: written at the crash
+    os.abort()
 
 
 def make_limited_sleeper(wall_time: float, context: str) -> Callable[..., float]:

@@ -42,9 +42,13 @@ def exit3() -> None:
     os._exit(3)
 
 
-def segfault() -> None:
+def segfault(dump: str) -> None:
+    """Reads address 0. faulthandler's report of the crash goes to the file
+    ``dump``, for the test to check, not to the terminal of the test run."""
     import ctypes
+    import faulthandler
 
+    faulthandler.enable(file=open(dump, "w"))  # kept open: written at the crash
     ctypes.string_at(0)
 
 

@@ -140,8 +140,11 @@ def test_a_function_blocked_in_a_write_is_stopped(context: str) -> None:
 
 
 def test_a_function_that_forks_and_reaps_returns_normally(context: str) -> None:
-    pid = Pynisher(fork_and_return, context=context)()
-    assert pid != os.getpid()
+    seen = Pynisher(fork_and_return, context=context)()
+    # The function reaped its own child and saw its exit code.
+    assert seen["reaped"] == seen["child"]
+    assert seen["code"] == 7
+    assert seen["pid"] not in (os.getpid(), seen["child"])
 
 
 def test_a_coroutine_function_is_awaited_in_the_child(context: str) -> None:

@@ -13,12 +13,14 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from api_funcs import (
     LIMITED_PIDS,
     MB,
+    abort_with_report,
     allocate,
     busy,
     busy_then_done,
@@ -323,6 +325,7 @@ def test_a_decorated_function_can_be_pickled(context: str) -> None:
 # --- threads ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_calls_from_four_threads_at_once_each_come_back_right(context: str) -> None:
     jobs: list[tuple[Pynisher, tuple[Any, ...], Status]] = [
         (Pynisher(sleeper, context=context), (0.3,), Status.OK),
@@ -459,26 +462,37 @@ def test_outcome_fields_for_a_memory_limit(context: str) -> None:
     assert outcome.traceback is not None and "MemoryError" in outcome.traceback
 
 
-def test_outcome_fields_for_a_crash(context: str) -> None:
-    outcome = Pynisher(os.abort, context=context).run()
+def check_abort_report(dump: Path) -> None:
+    """The child's faulthandler report says it aborted, in the function."""
+    report = dump.read_text()
+    assert report.startswith("Fatal Python error: Aborted"), report
+    assert "in abort_with_report" in report, report
+
+
+def test_outcome_fields_for_a_crash(context: str, tmp_path: Path) -> None:
+    dump = tmp_path / "faulthandler.txt"
+    outcome = Pynisher(abort_with_report, context=context).run(str(dump))
     assert outcome.status is Status.CRASHED
     assert outcome.signal == signal.SIGABRT
     assert "SIGABRT" in str(outcome.error)
     with pytest.raises(PynisherException, match="SIGABRT"):
         outcome.result()
+    check_abort_report(dump)
 
 
-def test_run_never_raises_and_call_raises_the_same_kind(context: str) -> None:
+def test_run_never_raises_and_call_raises_the_same_kind(context: str, tmp_path: Path) -> None:
+    dump = tmp_path / "faulthandler.txt"
     cases: list[tuple[Pynisher[..., Any], tuple[Any, ...], type[BaseException]]] = [
         (Pynisher(fail, context=context), ("k",), KeyError),
         (Pynisher(sleeper, wall_time=0.1, context=context), (10,), WallTimeoutException),
-        (Pynisher(os.abort, context=context), (), PynisherException),
+        (Pynisher(abort_with_report, context=context), (str(dump),), PynisherException),
     ]
     for limited, args, kind in cases:
         outcome = limited.run(*args)
         assert isinstance(outcome.error, kind)
         with pytest.raises(kind):
             limited(*args)
+    check_abort_report(dump)
 
 
 def test_outcome_is_immutable(context: str) -> None:

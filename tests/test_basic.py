@@ -4,6 +4,7 @@ are in basic_funcs.py."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from basic_funcs import (
@@ -114,11 +115,16 @@ def test_exit_code_is_reported(context: str) -> None:
         Pynisher(exit3, context=context)()
 
 
-def test_segfault_names_the_signal(context: str) -> None:
-    outcome = Pynisher(segfault, context=context).run()
+def test_segfault_names_the_signal(context: str, tmp_path: Path) -> None:
+    dump = tmp_path / "faulthandler.txt"
+    outcome = Pynisher(segfault, context=context).run(str(dump))
     assert outcome.status is Status.CRASHED
     assert outcome.signal == 11
     assert "SIGSEGV" in str(outcome.error)
+    # The child really crashed where it was meant to.
+    report = dump.read_text()
+    assert report.startswith("Fatal Python error: Segmentation fault"), report
+    assert "in segfault" in report, report
 
 
 def test_raises_false_returns_none(context: str) -> None:

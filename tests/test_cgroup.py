@@ -4,7 +4,9 @@ none, these tests skip and say why, and the resident mode samples instead."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,25 @@ REASON = _core.cgroup_v2_unavailable()
 
 def test_supports_reports_the_backend_truthfully() -> None:
     assert supports("cgroup_v2") is (REASON is None)
-    if REASON is not None:
-        assert isinstance(REASON, str) and REASON
+    # A cgroup that does not exist is reported unusable, with a reason that
+    # names it, by a caller that was told to use it.
+    missing = "/sys/fs/cgroup/pynisher-test-missing"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pynisher, pynisher._core as c; "
+            "print(pynisher.supports('cgroup_v2')); print(c.cgroup_v2_unavailable())",
+        ],
+        env={**os.environ, "PYNISHER_CGROUP": missing},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    supported, reason = done.stdout.splitlines()
+    assert supported == "False"
+    assert missing in reason
 
 
 needs_cgroup = pytest.mark.skipif(
