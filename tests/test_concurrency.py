@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import pytest
+
 from pynisher import (
     CpuTimeoutException,
     MemoryLimitException,
@@ -195,6 +197,7 @@ def warm_up(context: str) -> None:
     assert Pynisher(token, context=context)("warm") == "ok:warm"
 
 
+@pytest.mark.slow
 def test_16_threads_of_mixed_calls_in_the_fork_context() -> None:
     warm_up("fork")
     before = counts()
@@ -205,6 +208,7 @@ def test_16_threads_of_mixed_calls_in_the_fork_context() -> None:
     assert after == before, "fds, threads, zombies: before vs after"
 
 
+@pytest.mark.slow
 def test_16_threads_each_in_a_context_of_its_own() -> None:
     for context in contexts:
         warm_up(context)

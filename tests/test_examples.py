@@ -17,7 +17,7 @@ def run_example(name: str, tmp_path: Path) -> str:
         [sys.executable, str(EXAMPLES / name)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -66,6 +66,7 @@ def test_numpy_memory(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("distributed") is None, reason="needs distributed (Dask)"
 )
@@ -74,3 +75,14 @@ def test_dask_cluster(tmp_path: Path) -> None:
     assert "remote call stopped: train: wall time" in output
     assert "train(0.1) -> ok" in output
     assert "train(3.0) -> wall_time" in output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+def test_ray_cluster(tmp_path: Path) -> None:
+    output = run_example("ray_cluster.py", tmp_path)
+    assert "task train(0.1) -> ok value=1.0" in output
+    assert "task train(3.0) -> wall_time value=None" in output
+    assert "task raised WallTimeoutException" in output
+    assert "actor train(0.2) -> ok value=2.0" in output
+    assert "actor train(3.0) -> wall_time value=None" in output

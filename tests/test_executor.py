@@ -197,6 +197,7 @@ def test_cancel_finished_call_is_false() -> None:
         assert not future.cancelled()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", CONTEXTS)
 def test_cancel_right_after_submit_leaves_nothing_behind(context: str, tmp_path: Path) -> None:
     """Cancels at every moment of a call's start: whatever it reached, the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 from numpy_funcs import (
     MB,
     SIZE,
@@ -30,6 +31,7 @@ def test_a_200_mb_numpy_array_comes_back_intact_and_writable(context: str) -> No
     assert int(array[:10].sum()) == 10
 
 
+@pytest.mark.slow
 def test_200_mb_of_bytes_come_back_intact(context: str) -> None:
     data, digest = Pynisher(make_bytes, wall_time=60, context=context)()
     assert type(data) is bytes and len(data) == SIZE
@@ -46,6 +48,7 @@ def test_arrays_of_other_dtypes_shapes_and_strides_come_back_equal(context: str)
     assert got["text"] == expected["text"]
 
 
+@pytest.mark.slow
 def test_a_large_argument_reaches_the_child(context: str) -> None:
     array, digest = make_array()
     assert Pynisher(checksum, context=context)(array) == digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import open_fds, os_threads, thread_count, zombie_children
 from resources_funcs import exits, fails, identity, sleeps
 
@@ -18,6 +19,7 @@ def counts() -> tuple[int, int, int, int]:
     return open_fds(), os_threads(), thread_count(), zombie_children()
 
 
+@pytest.mark.slow
 def test_many_calls_leave_no_fds_threads_or_zombies(context: str) -> None:
     limited: dict[Status, Pynisher[..., Any]] = {
         Status.OK: Pynisher(identity, wall_time=5, memory="1GB", context=context),

@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SOAK = Path(__file__).resolve().parent.parent / "scripts" / "soak.py"
 CALLS = 300
 
 
+@pytest.mark.slow
 def test_the_short_soak_passes() -> None:
     proc = subprocess.run(
         [sys.executable, str(SOAK), "--calls", str(CALLS), "--threads", "4"],

@@ -60,6 +60,7 @@ def test_descendants_of_a_successful_call_are_dead(
         kill_quietly(pid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("terminate", [True, False])
 @pytest.mark.parametrize("start", STARTERS, ids=starter_id)
 def test_descendants_are_dead_after_a_wall_time_kill(
