@@ -17,6 +17,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, RUNNING
@@ -231,8 +232,28 @@ class PynisherExecutor(concurrent.futures.Executor):
         chunksize: int = 1,
     ) -> Iterator[T]:
         """Like `Executor.map`; on a timeout or an error, the calls still
-        pending or running are cancelled and their trees killed."""
-        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        pending or running are cancelled and their trees killed, the one
+        being waited for included (Python 3.9's own `Executor.map` leaves
+        that one running)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        futures = [self.submit(fn, *args) for args in zip(*iterables)]
+
+        def results() -> Iterator[T]:
+            try:
+                futures.reverse()
+                while futures:
+                    future = futures.pop()
+                    try:
+                        value = future.result(None if end is None else end - time.monotonic())
+                    except BaseException:
+                        future.cancel()
+                        raise
+                    yield value
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._pending_lock:
