@@ -17,8 +17,8 @@ use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
-use pynisher::forkserver::ForkServer;
-use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop, Supervised};
+use pynisher::forkserver::{CallStart, ForkServer};
+use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop};
 
 /// Where a fresh interpreter finds its request.
 const REQUEST_FD: i32 = 5;
@@ -410,7 +410,8 @@ fn run_fork(
         })
     }
     .map_err(to_py_err)?;
-    supervise(py, move || Ok(running), forceful_keyboard_interrupt, cancel)
+    let start = move |_: &pynisher::Interrupt| Ok(CallStart::Running(running));
+    supervise(py, start, forceful_keyboard_interrupt, cancel)
 }
 
 /// Starts a fresh interpreter with `argv`, hands it the call's file
@@ -443,7 +444,8 @@ fn run_spawn(
     };
     let running =
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
-    supervise(py, move || Ok(running), forceful_keyboard_interrupt, cancel)
+    let start = move |_: &pynisher::Interrupt| Ok(CallStart::Running(running));
+    supervise(py, start, forceful_keyboard_interrupt, cancel)
 }
 
 /// A running forkserver; dropping it kills the server.
@@ -494,7 +496,14 @@ fn run_forkserver(
     let (server, limits) = (&server.0, &limits.0);
     // The server may still be importing its preload modules: the wait for it
     // to start the call is supervised too, away from the GIL.
-    let start = move || server.start_call(call_file, limits, terminate_child_processes);
+    let start = move |interrupt: &pynisher::Interrupt| {
+        server.start_call(
+            call_file,
+            limits,
+            terminate_child_processes,
+            Some(interrupt),
+        )
+    };
     supervise(py, start, forceful_keyboard_interrupt, cancel)
 }
 
@@ -543,12 +552,15 @@ fn cgroup_v2_unavailable() -> Option<String> {
 /// and its error is raised only once nothing of the call is left.
 fn supervise(
     py: Python<'_>,
-    start: impl FnOnce() -> pynisher::Result<Supervised> + Send,
+    start: impl FnOnce(&pynisher::Interrupt) -> pynisher::Result<CallStart> + Send,
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
     let work = |interrupt: &pynisher::Interrupt| {
-        let mut running = start().map_err(Stop::Failed)?;
+        let mut running = match start(interrupt).map_err(Stop::Failed)? {
+            CallStart::Running(running) => running,
+            CallStart::NotStarted(finished) => return Ok(finished),
+        };
         // Without the forceful option the tree first gets SIGINT, as a
         // terminal's Ctrl-C would deliver, and the grace period to act on it.
         running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::background::Interrupt;
 use crate::channel;
 use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
@@ -29,13 +30,12 @@ use crate::exec::{self, Program};
 use crate::fork::{self, ForkHooks};
 use crate::guardian::CallPage;
 use crate::limits::Limits;
-use crate::supervisor::{RemoteExit, Supervised};
+use crate::outcome::{Outcome, Status, Usage};
+use crate::supervisor::{startup_budget, Finished, RemoteExit, Supervised, STARTUP_BUDGET};
 use crate::sys::{self, Pid};
 
 /// The descriptor at which the server finds its control socket.
 pub const CONTROL_FD: RawFd = 3;
-/// How long the caller waits for the server to start a call.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CALL_MESSAGE: &[u8] = b"call";
 
 /// The caller's handle on a running forkserver. Dropping it in the process
@@ -105,16 +105,27 @@ impl ForkServer {
     /// the child applies `limits` itself after start-up (see
     /// [`Tag::Ready`](crate::channel::Tag::Ready)).
     ///
+    /// The server may still be importing its preload modules. The wait for
+    /// it belongs to the call's start-up and shares its
+    /// [`startup_budget`](crate::supervisor::startup_budget), counted from
+    /// the start of this call: past it the server is killed (its queue holds
+    /// this call, which must never start late) and the call ends as
+    /// [`CallStart::NotStarted`] with status wall_time. Without a wall-time
+    /// limit the wait ends only with the server, or with `interrupt`.
+    ///
     /// # Errors
-    /// [`ErrorKind::ForkServer`] if the server is gone or did not answer; the
-    /// call has then not started and may be retried with a new server.
+    /// [`ErrorKind::ForkServer`] if the server is gone or failed; the call
+    /// has then not started and may be retried with a new server.
+    /// [`ErrorKind::Interrupted`] if `interrupt` was raised first.
     pub fn start_call(
         &self,
         request: BorrowedFd<'_>,
         limits: &Limits,
         terminate_descendants: bool,
-    ) -> Result<Supervised> {
+        interrupt: Option<&Interrupt>,
+    ) -> Result<CallStart> {
         limits.validate()?;
+        let started = Instant::now();
         let gone = |why: String| Error::from(ErrorKind::ForkServer(why));
         let (receiver, write_end, memfd) =
             channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
@@ -130,16 +141,36 @@ impl ForkServer {
         ];
         sys::send_with_fds(self.control.as_fd(), CALL_MESSAGE, &fds)
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
-        let started = Instant::now();
         drop((theirs, write_end, memfd));
 
-        let mut poll = [libc::pollfd {
-            fd: mine.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if sys::poll(&mut poll, Some(START_TIMEOUT)).map_err(|e| Error::os("poll", e))? == 0 {
-            return Err(gone("the forkserver did not start the call in time".into()));
+        let deadline = startup_budget(limits).and_then(|budget| started.checked_add(budget));
+        loop {
+            let mut poll = [
+                libc::pollfd {
+                    fd: mine.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: interrupt.map_or(-1, |i| i.fd().as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            sys::poll(&mut poll, timeout).map_err(|e| Error::os("poll", e))?;
+            if poll[0].revents != 0 {
+                break;
+            }
+            if interrupt.is_some_and(Interrupt::is_raised) {
+                // The call may start behind our back: stop the server.
+                self.kill();
+                return Err(ErrorKind::Interrupted.into());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.kill();
+                return Ok(CallStart::NotStarted(not_started(limits, started)));
+            }
         }
         let mut buf = [0u8; 4];
         let (n, mut passed) = sys::recv_with_fds(mine.as_fd(), &mut buf)
@@ -161,7 +192,44 @@ impl ForkServer {
         .with_call_page(page);
         supervised.expect_startup();
         supervised.expect_guardian();
-        Ok(supervised)
+        Ok(CallStart::Running(supervised))
+    }
+
+    /// Kills the server; the next call sees it dead and starts a new one.
+    fn kill(&self) {
+        let _ = sys::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
+    }
+}
+
+/// What [`ForkServer::start_call`] started.
+pub enum CallStart {
+    /// The call runs; supervise it.
+    Running(Supervised),
+    /// The server did not start the call within its start-up budget.
+    NotStarted(Finished),
+}
+
+/// The outcome of a call the server never started in time.
+fn not_started(limits: &Limits, started: Instant) -> Finished {
+    let waited = started.elapsed();
+    let budget = startup_budget(limits).unwrap_or_default();
+    Finished {
+        outcome: Outcome {
+            status: Status::WallTime,
+            exit: None,
+            usage: Usage {
+                wall_time: waited,
+                ..Usage::default()
+            },
+            detail: format!(
+                "the forkserver did not start the call within its start-up budget of {} s \
+                 (the wall-time limit or {} s, whichever is longer; is a preload module \
+                 still importing?); the server was stopped and the next call starts a new one",
+                budget.as_secs_f64(),
+                STARTUP_BUDGET.as_secs()
+            ),
+        },
+        frame: None,
     }
 }
 
@@ -172,7 +240,7 @@ impl Drop for ForkServer {
         if std::process::id() as Pid != self.owner {
             return;
         }
-        let _ = sys::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        self.kill();
         let _ = sys::wait4(self.pid, true);
     }
 }

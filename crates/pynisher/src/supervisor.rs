@@ -85,8 +85,16 @@ enum Reaper {
 }
 
 /// The least time a fresh interpreter gets to start up (start the
-/// interpreter, import and unpickle the function) under a wall-time limit.
+/// interpreter, import and unpickle the function; for a forkserver call, also
+/// wait for the server, which may still be importing its preload modules)
+/// under a wall-time limit.
 pub const STARTUP_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long start-up may take under `limits`: the wall-time limit or
+/// [`STARTUP_BUDGET`], whichever is longer; `None` without a wall-time limit.
+pub fn startup_budget(limits: &Limits) -> Option<Duration> {
+    limits.wall_time.map(|t| t.max(STARTUP_BUDGET))
+}
 
 /// How long to wait for a forkserver to report an exit it has seen.
 const REMOTE_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -275,8 +283,8 @@ impl Supervised {
 
     /// Tells the supervisor that the child starts a fresh interpreter and
     /// sends a [`Tag::Ready`] frame once start-up is over: until then neither
-    /// the wall-time nor the CPU-time limit applies, only a start-up budget
-    /// of the wall-time limit or [`STARTUP_BUDGET`], whichever is longer.
+    /// the wall-time nor the CPU-time limit applies, only the
+    /// [`startup_budget`], counted from the start of the call.
     pub fn expect_startup(&mut self) {
         self.expects_ready = true;
     }
@@ -378,14 +386,12 @@ impl Supervised {
         let mut startup: Option<Ready> = None;
         // A deadline the clock cannot represent (say, `Duration::MAX`) is
         // never reached: `checked_add` makes it `None`.
-        let mut wall_deadline = self.limits.wall_time.and_then(|t| {
-            let budget = if self.expects_ready {
-                t.max(STARTUP_BUDGET)
-            } else {
-                t
-            };
-            self.started.checked_add(budget)
-        });
+        let budget = if self.expects_ready {
+            startup_budget(&self.limits)
+        } else {
+            self.limits.wall_time
+        };
+        let mut wall_deadline = budget.and_then(|t| self.started.checked_add(t));
         let mut kill_reason: Option<KillReason> = None;
         let mut hard_kill_at: Option<Instant> = None;
         let resident_limit = self.resident_limit();
