@@ -40,7 +40,7 @@ pub struct Page {
     /// guardian does not exit, so that a caller whose children someone else
     /// reaps (SIGCHLD ignored, a `waitpid(-1)` thread) can always open it.
     pub supervised: AtomicU32,
-    /// [`PAGE_FILLED`] once the guardian has written what follows.
+    /// `PAGE_FILLED` once the guardian has written what follows.
     pub filled: AtomicU64,
     /// The function's wait status.
     pub status: AtomicU64,
