@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import signal
 import sys
 import warnings as _warnings
 from collections.abc import Sequence
@@ -376,6 +377,10 @@ class Pynisher(Generic[P, T]):
 
     def _outcome(self, raw: Any) -> Outcome[T]:
         status = Status(raw.status)
+        if raw.terminal and status is Status.CRASHED and raw.signal == signal.SIGINT:
+            # Ctrl-C went to the call, which had the terminal: it was the
+            # caller's Ctrl-C all the same.
+            raise KeyboardInterrupt
         value: Any = None
         error: Optional[BaseException] = None
         tb: Optional[str] = None
@@ -443,6 +448,8 @@ class Pynisher(Generic[P, T]):
                 )
         elif problem is None:
             problem = f"raised {info['repr']}, which cannot be pickled ({info['pickle_error']})"
+        if isinstance(exc, KeyboardInterrupt) and raw.terminal:
+            raise KeyboardInterrupt  # as in _outcome: Ctrl-C at the terminal
         if exc is not None and not isinstance(exc, Exception):
             # SystemExit, KeyboardInterrupt and other BaseExceptions from the
             # child must not exit or interrupt the caller.

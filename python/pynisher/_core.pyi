@@ -76,6 +76,10 @@ class RawOutcome:
     @property
     def payload(self) -> Optional[Payload]:
         """The frame's bytes, or None if the child sent no frame."""
+    @property
+    def terminal(self) -> bool:
+        """Whether the call had the caller's terminal while it ran (so Ctrl-C
+        went to the call, not to the caller)."""
 
 @final
 class Payload:

@@ -11,14 +11,14 @@ use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind as ClapErrorKind;
 use clap::Parser;
-use pynisher::{Command, Error, ErrorKind, Exit, Limits, MemoryMode, Outcome, Signaller, Status};
+use pynisher::terminal::Terminal;
+use pynisher::{Command, Error, ErrorKind, Exit, Limits, MemoryMode, Outcome, Status};
 use serde::Serialize;
 
 /// A time limit (wall or CPU) was hit. As GNU `timeout`.
@@ -316,90 +316,6 @@ fn has_children() -> bool {
     !(ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
-/// The controlling terminal, held while `--foreground` has handed it to the
-/// command's process group. The command runs in a group of its own (so that
-/// its whole tree can be signalled), and only the terminal's foreground
-/// group may read from it; this makes the command's group that group, and
-/// gives the terminal back to pynisher's group afterwards.
-struct Terminal {
-    tty: OwnedFd,
-    own_group: libc::pid_t,
-}
-
-impl Terminal {
-    /// The controlling terminal, if pynisher's process group is in its
-    /// foreground. Otherwise (no terminal, or a background job) there is
-    /// nothing to hand over.
-    fn foreground() -> Option<Terminal> {
-        let tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-            .ok()?;
-        let tty = OwnedFd::from(tty);
-        // SAFETY: plain calls on a descriptor this function owns.
-        let (foreground, own_group) =
-            unsafe { (libc::tcgetpgrp(tty.as_raw_fd()), libc::getpgrp()) };
-        (foreground == own_group).then_some(Terminal { tty, own_group })
-    }
-
-    /// Makes `group` the terminal's foreground process group.
-    fn give_to(&self, group: libc::pid_t) {
-        // A background group that calls tcsetpgrp gets SIGTTOU unless it
-        // blocks it; pynisher is one when it takes the terminal back.
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset; the
-        // calls only read and write these local sets.
-        unsafe {
-            let mut block: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut block);
-            libc::sigaddset(&mut block, libc::SIGTTOU);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-            libc::tcsetpgrp(self.tty.as_raw_fd(), group);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
-    }
-
-    /// Hands the terminal to the command's group (its id is the command's
-    /// pid), and continues the group in case the command tried to read
-    /// before it had the terminal and was stopped by SIGTTIN for it.
-    fn hand_over(&self, command: libc::pid_t) {
-        self.give_to(command);
-        // SAFETY: kill with a valid signal. The command is unreaped, so its
-        // process group id cannot have been reused.
-        unsafe { libc::kill(-command, libc::SIGCONT) };
-    }
-
-    /// Job control for the command: when the command was stopped from the
-    /// terminal (Ctrl-Z gives SIGTSTP to the foreground group, which is the
-    /// command's), pynisher takes the terminal back and stops itself, so the
-    /// shell regains control. Once the shell continues pynisher (`fg`), the
-    /// terminal and a SIGCONT go back to the command.
-    fn relay_stop(&self, tree: &mut Signaller) {
-        // SAFETY: siginfo_t is plain data; waitid only writes to it, and
-        // WNOWAIT leaves the command's state for its supervisor.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let flags = libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT;
-        // SAFETY: `info` is valid for writes; the pid is our unreaped child.
-        let ret = unsafe { libc::waitid(libc::P_PID, tree.pid() as libc::id_t, &mut info, flags) };
-        // SAFETY: waitid filled `info` (or left it zeroed, pid 0).
-        if ret != 0 || unsafe { info.si_pid() } == 0 {
-            return;
-        }
-        self.give_to(self.own_group);
-        // SAFETY: raise with a valid signal number. SIGTSTP is not caught by
-        // pynisher, so its default action stops the process here.
-        unsafe { libc::raise(libc::SIGTSTP) };
-        self.hand_over(tree.pid());
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        self.give_to(self.own_group);
-    }
-}
-
 /// Runs the `pynisher` command line with `args` (the first is the program
 /// name, as in `std::env::args_os`) and returns its exit status. Installs
 /// signal handlers and makes this process a child subreaper, so call it
@@ -477,7 +393,7 @@ where
         running
             .wait_with(|tree| {
                 if let Some(terminal) = &terminal {
-                    terminal.relay_stop(tree);
+                    terminal.relay_stop(tree.pid());
                 }
                 let count = RECEIVED_COUNT.load(Ordering::SeqCst);
                 if count != seen {

@@ -18,6 +18,7 @@ use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::ChildSetup;
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
 use pynisher::forkserver::{CallStart, ForkServer};
+use pynisher::terminal::Terminal;
 use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop};
 
 /// Where a fresh interpreter finds its request.
@@ -222,6 +223,9 @@ struct RawOutcome {
     /// "value", "error" or "memory" when the child sent a frame, else None.
     frame: Option<&'static str>,
     payload: Option<Py<PayloadPy>>,
+    /// Whether the call had the caller's terminal (its foreground) while it
+    /// ran: then Ctrl-C went to the call instead of the caller.
+    terminal: bool,
 }
 
 /// The bytes of a result frame. A large payload stays in the memfd the
@@ -559,12 +563,18 @@ fn supervise(
     let work = |interrupt: &pynisher::Interrupt| {
         let mut running = match start(interrupt).map_err(Stop::Failed)? {
             CallStart::Running(running) => running,
-            CallStart::NotStarted(finished) => return Ok(finished),
+            CallStart::NotStarted(finished) => return Ok((finished, false)),
         };
         // Without the forceful option the tree first gets SIGINT, as a
         // terminal's Ctrl-C would deliver, and the grace period to act on it.
         running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
-        running.wait_interruptible(interrupt)
+        // A caller in the foreground of a terminal lends it to the call, so
+        // that `input()` works there, and takes it back when it ends.
+        let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
+        let finished = running.wait_interruptible(interrupt);
+        let lent = terminal.is_some();
+        drop(terminal);
+        finished.map(|finished| (finished, lent))
     };
     let pause =
         |wait: pynisher::Wait<'_>| py.detach(|| wait(Some(pynisher::supervisor::CHECK_INTERVAL)));
@@ -579,10 +589,11 @@ fn supervise(
         }
         Ok(())
     };
-    let finished = pynisher::run_beside(work, pause, check).map_err(|stop| match stop {
-        Stop::Interrupted(err) => err,
-        Stop::Failed(err) => to_py_err(err),
-    })?;
+    let (finished, terminal) =
+        pynisher::run_beside(work, pause, check).map_err(|stop| match stop {
+            Stop::Interrupted(err) => err,
+            Stop::Failed(err) => to_py_err(err),
+        })?;
     let outcome = finished.outcome;
     let (frame, payload) = match finished.frame {
         Some(frame) => (
@@ -614,6 +625,7 @@ fn supervise(
         peak_memory: outcome.usage.peak_memory,
         frame,
         payload,
+        terminal,
     })
 }
 

@@ -110,6 +110,8 @@ pub mod supervisor;
 #[doc(hidden)]
 pub mod sys;
 #[doc(hidden)]
+pub mod terminal;
+#[doc(hidden)]
 pub mod tree;
 
 pub use call::{call, call_unchecked, call_with, CallOutcome, Failure};
