@@ -66,3 +66,11 @@ def raises_exiting() -> NoReturn:
 
 def raises_interrupting() -> NoReturn:
     raise ErrorThatInterruptsWhenUnpickled()
+
+
+def raises_value_error() -> NoReturn:
+    raise ValueError("expected")
+
+
+def allocates(size: int) -> int:
+    return len(bytearray(size))
