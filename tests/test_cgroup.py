@@ -54,8 +54,8 @@ def touch(mb: int) -> int:
 
 
 @needs_cgroup
-def test_the_kernel_enforces_the_resident_limit() -> None:
-    outcome = Pynisher(touch, memory="100MB", memory_mode="resident").run(400)
+def test_the_kernel_enforces_the_resident_limit(context: str) -> None:
+    outcome = Pynisher(touch, memory="100MB", memory_mode="resident", context=context).run(400)
     assert outcome.status is Status.MEMORY
     assert isinstance(outcome.error, MemoryLimitException)
     assert "OOM" in outcome.detail
@@ -70,11 +70,10 @@ def escape_and_allocate(pid_file: str) -> None:
 
 
 @needs_cgroup
-def test_an_escaped_process_dies_with_the_cgroup(tmp_path: Path) -> None:
+def test_an_escaped_process_dies_with_the_cgroup(context: str, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    outcome = Pynisher(escape_and_allocate, memory="100MB", memory_mode="resident").run(
-        str(pid_file)
-    )
+    limited = Pynisher(escape_and_allocate, memory="100MB", memory_mode="resident", context=context)
+    outcome = limited.run(str(pid_file))
     assert outcome.status is Status.MEMORY
     assert not alive(int(pid_file.read_text()))
 

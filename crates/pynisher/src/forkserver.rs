@@ -127,6 +127,13 @@ impl ForkServer {
         limits.validate()?;
         let started = Instant::now();
         let gone = |why: String| Error::from(ErrorKind::ForkServer(why));
+        // The request names the call's cgroup, if it has one; the child joins
+        // it first thing.
+        let cgroup = crate::cgroup::for_limits(limits);
+        let mut message = CALL_MESSAGE.to_vec();
+        if let Some(cgroup) = &cgroup {
+            message.extend_from_slice(cgroup.procs_path().to_bytes());
+        }
         let (receiver, write_end, memfd) =
             channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
         let (mine, theirs) =
@@ -139,7 +146,7 @@ impl ForkServer {
             request.as_raw_fd(),
             page.fd().as_raw_fd(),
         ];
-        sys::send_with_fds(self.control.as_fd(), CALL_MESSAGE, &fds)
+        sys::send_with_fds(self.control.as_fd(), &message, &fds)
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
         drop((theirs, write_end, memfd));
 
@@ -192,7 +199,7 @@ impl ForkServer {
         .with_call_page(page);
         supervised.expect_startup();
         supervised.expect_guardian();
-        Ok(CallStart::Running(supervised))
+        Ok(CallStart::Running(supervised.with_cgroup(cgroup)))
     }
 
     /// Kills the server; the next call sees it dead and starts a new one.
@@ -339,14 +346,14 @@ pub unsafe fn serve<H: ForkHooks>(
         if fds[0].revents == 0 {
             continue;
         }
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; CALL_MESSAGE.len() + libc::PATH_MAX as usize];
         let (n, passed) =
             sys::recv_with_fds(control.as_fd(), &mut buf).map_err(|e| Error::os("recvmsg", e))?;
         if n == 0 {
             return Ok(());
         }
         let [socket, result, memfd, request, page]: [OwnedFd; 5] = match passed.try_into() {
-            Ok(fds) if &buf[..n] == CALL_MESSAGE => fds,
+            Ok(fds) if buf[..n].starts_with(CALL_MESSAGE) => fds,
             _ => continue,
         };
         // A server started with its standard descriptors closed receives
@@ -358,6 +365,11 @@ pub unsafe fn serve<H: ForkHooks>(
             sys::off_stdio(page),
         ) else {
             continue;
+        };
+        // Built before the fork: the child must not allocate.
+        let call_setup = match std::ffi::CString::new(&buf[CALL_MESSAGE.len()..n]) {
+            Ok(procs) if !procs.is_empty() => setup.clone().with_cgroup(&procs),
+            _ => setup.clone(),
         };
         let call = CallFds {
             request: request.as_raw_fd(),
@@ -374,7 +386,7 @@ pub unsafe fn serve<H: ForkHooks>(
             drop(control);
             drop(caller_fd);
             drop(socket);
-            if let Err(err) = setup.apply_early() {
+            if let Err(err) = call_setup.apply_early() {
                 let mut buf = [0u8; 128];
                 let mut sender = channel::Sender::new(call.result, call.memfd);
                 let _ = sender.send(channel::Tag::SetupFailed, &[err.describe(&mut buf)]);
