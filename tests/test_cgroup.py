@@ -5,6 +5,7 @@ none, these tests skip and say why, and the resident mode samples instead."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import alive
 from limits_funcs import touches_shared_memory
+from tree_funcs import start_setsid_sleep
 
 from pynisher import MemoryLimitException, Pynisher, Status, _core, supports
 
@@ -82,3 +84,24 @@ def test_an_escaped_process_dies_with_the_cgroup(context: str, tmp_path: Path) -
 def test_the_kernel_counts_memory_shared_within_the_call() -> None:
     outcome = Pynisher(touches_shared_memory, memory="200MB", memory_mode="resident").run(600, 1.0)
     assert outcome.status is Status.MEMORY, outcome.detail
+
+
+@needs_cgroup
+def test_kept_children_outlive_the_call(context: str, tmp_path: Path) -> None:
+    """terminate_child_processes=False keeps a call's children under the cgroup
+    backend too: its cgroup is not killed when the call ends."""
+    pids = tmp_path / "pids"
+    limited = Pynisher(
+        start_setsid_sleep,
+        memory="100MB",
+        memory_mode="resident",
+        terminate_child_processes=False,
+        context=context,
+    )
+    outcome = limited.run(pids)
+    sleeper = int(pids.read_text())
+    try:
+        assert outcome.status is Status.OK, outcome.detail
+        assert alive(sleeper)
+    finally:
+        os.kill(sleeper, signal.SIGKILL)

@@ -113,6 +113,34 @@ fn oom_kills(events: &str) -> u64 {
 pub struct CallCgroup {
     dir: PathBuf,
     procs: CString,
+    /// Processes of the call that outlive it are meant to: the cgroup stays
+    /// until they are gone.
+    keep_survivors: bool,
+}
+
+/// Set once a call's cgroup was left behind for processes that outlived the
+/// call; the next call of this process removes those that are empty by then.
+static LEFT_BEHIND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The names of this process's call cgroups start with this.
+fn own_prefix() -> String {
+    format!("pynisher-{}-", std::process::id())
+}
+
+/// Removes the cgroups this process left behind whose processes have all
+/// exited (a cgroup with processes cannot be removed).
+fn remove_empty_left_behind(parent: &Path) {
+    if !LEFT_BEHIND.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let prefix = own_prefix();
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix)
+            && fs::remove_dir(entry.path()).is_err()
+        {
+            LEFT_BEHIND.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl CallCgroup {
@@ -124,16 +152,17 @@ impl CallCgroup {
     /// directory is removed again.
     pub fn create(parent: &Path, limit: u64) -> io::Result<CallCgroup> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "pynisher-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        remove_empty_left_behind(parent);
+        let name = format!("{}{}", own_prefix(), NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = parent.join(name);
         fs::create_dir(&dir)?;
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in cgroup path"))?;
-        let cgroup = CallCgroup { dir, procs };
+        let cgroup = CallCgroup {
+            dir,
+            procs,
+            keep_survivors: false,
+        };
         cgroup.write("memory.max", &limit.to_string())?;
         // Swap accounting may be compiled out; without it there is no swap to cap.
         match cgroup.write("memory.swap.max", "0") {
@@ -176,6 +205,14 @@ impl CallCgroup {
         fs::read_to_string(self.dir.join("memory.events")).map_or(0, |e| oom_kills(&e))
     }
 
+    /// Leaves the processes still in the cgroup running when it is dropped
+    /// (`terminate_child_processes=False`): the cgroup then stays, with the
+    /// call's limit, until they have exited, and a later call of this process
+    /// removes it.
+    pub fn keep_survivors(&mut self) {
+        self.keep_survivors = true;
+    }
+
     /// Kills every process in the cgroup (`cgroup.kill`, Linux 5.14+; on
     /// older kernels each listed process gets SIGKILL).
     pub fn kill(&self) {
@@ -195,6 +232,12 @@ impl CallCgroup {
 
 impl Drop for CallCgroup {
     fn drop(&mut self) {
+        if self.keep_survivors {
+            if fs::remove_dir(&self.dir).is_err() {
+                LEFT_BEHIND.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
         // A cgroup can only be removed once its last process is gone.
         let until = Instant::now() + Duration::from_secs(2);
         while fs::remove_dir(&self.dir).is_err() && Instant::now() < until {

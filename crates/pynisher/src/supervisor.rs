@@ -608,6 +608,11 @@ impl Supervised {
         if resident_limit.is_some() {
             usage.peak_memory = peak_private;
         }
+        if !self.terminate_descendants {
+            if let Some(cgroup) = self.cgroup.as_mut() {
+                cgroup.keep_survivors();
+            }
+        }
         let oom_killed = self.cgroup.as_ref().is_some_and(|cgroup| {
             if let Some(peak) = cgroup.peak() {
                 usage.peak_memory = peak;
