@@ -123,7 +123,7 @@ if [[ ! -e $OUT/started ]]; then
   skip "the VM did not start (exit status $rc; last output: $(grep -a . "$VM_DIR/run.log" | tail -1 | cut -c1-200))"
 fi
 if [[ ! -e $OUT/status ]]; then
-  say "the guest did not finish within ${GUEST_TIMEOUT} s (exit status $rc)"
+  say "FAILED: the guest did not finish (timed out after ${GUEST_TIMEOUT} s, or was killed; exit status $rc)"
   exit 1
 fi
 exit "$(cat "$OUT/status")"

@@ -41,7 +41,6 @@ def test_the_caller_runs_under_the_cap() -> None:
     assert Path(CAPPED, "memory.max").read_text().strip() != "max"
 
 
-@pytest.mark.xfail(strict=True, reason="the OOM classification is not implemented yet")
 def test_an_outside_oom_kill_is_a_memory_outcome(context: str) -> None:
     outcome = Pynisher(allocate_until_killed, context=context).run()
     assert outcome.status is Status.MEMORY, outcome.detail

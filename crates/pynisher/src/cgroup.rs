@@ -108,6 +108,138 @@ fn oom_kills(events: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The OOM-kill counter of the memory cgroup the caller runs in: cgroup v2
+/// `memory.events` (of the caller's cgroup, or of the nearest ancestor that
+/// accounts its memory), or cgroup v1 `memory.oom_control`. A call's
+/// function, and everything it starts, is charged to that cgroup (or one
+/// below it, whose kills v2 counts there too), so when the function dies by
+/// SIGKILL and this count rose during the call, the kernel's OOM killer of a
+/// cap outside pynisher (a container's, a batch job's) ended it.
+#[derive(Debug)]
+pub struct OomCounter {
+    file: fs::File,
+    path: &'static Path,
+    before: u64,
+}
+
+/// What an [`OomCounter`] saw over one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomKills {
+    /// The file the count came from.
+    pub counter: PathBuf,
+    pub before: u64,
+    pub after: u64,
+    /// The nearest memory cap at or above that cgroup, and its size in bytes.
+    pub cap: Option<(PathBuf, u64)>,
+}
+
+impl OomKills {
+    /// Whether the OOM killer acted during the call.
+    pub fn rose(&self) -> bool {
+        self.after > self.before
+    }
+}
+
+impl OomCounter {
+    /// Opens the caller's counter and reads it; `None`, at no cost after the
+    /// first call, where there is none (the cgroup is looked up once per
+    /// process).
+    pub fn start() -> Option<OomCounter> {
+        static PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+        let path = PATH.get_or_init(caller_oom_counter).as_deref()?;
+        let file = fs::File::open(path).ok()?;
+        let before = read_oom_kills(&file)?;
+        Some(OomCounter { file, path, before })
+    }
+
+    /// The count now, against the count at the start.
+    pub fn since_start(&self) -> Option<OomKills> {
+        let after = read_oom_kills(&self.file)?;
+        let cap = (after > self.before)
+            .then(|| self.path.parent().and_then(memory_cap))
+            .flatten();
+        Some(OomKills {
+            counter: self.path.to_owned(),
+            before: self.before,
+            after,
+            cap,
+        })
+    }
+}
+
+fn read_oom_kills(file: &fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.lines()
+        .any(|l| l.starts_with("oom_kill "))
+        .then(|| oom_kills(text))
+}
+
+/// The OOM-kill counter file of the caller's memory cgroup, v2 first.
+fn caller_oom_counter() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let readable = |file: PathBuf| fs::File::open(&file).is_ok().then_some(file);
+    if let (Some(mount), Some(path)) = (cgroup2_mount(&mountinfo), unified_path(&cgroups)) {
+        let mut dir = mount.join(path.trim_start_matches('/'));
+        while dir.starts_with(&mount) {
+            if let Some(file) = readable(dir.join("memory.events")) {
+                return Some(file);
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+    let (mount, path) = (memory_v1_mount(&mountinfo)?, memory_v1_path(&cgroups)?);
+    readable(
+        mount
+            .join(path.trim_start_matches('/'))
+            .join("memory.oom_control"),
+    )
+}
+
+/// The mount point of the cgroup v1 memory hierarchy.
+fn memory_v1_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut fields = right.split_whitespace();
+        let (fstype, options) = (fields.next()?, fields.nth(1)?);
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
+            .then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The caller's cgroup v1 memory path (`N:memory:/path`).
+fn memory_v1_path(cgroups: &str) -> Option<&str> {
+    cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })
+}
+
+/// The nearest memory cap at or above `dir`: v2 `memory.max`, or v1
+/// `memory.limit_in_bytes` (whose "unlimited" is a huge number).
+fn memory_cap(dir: &Path) -> Option<(PathBuf, u64)> {
+    const V1_UNLIMITED: u64 = 1 << 60;
+    dir.ancestors().find_map(|dir| {
+        let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+        let bytes: u64 = read("memory.max")
+            .or_else(|| read("memory.limit_in_bytes"))?
+            .trim()
+            .parse()
+            .ok()?;
+        (bytes < V1_UNLIMITED).then(|| (dir.to_owned(), bytes))
+    })
+}
+
 /// The cgroup of one call, created by pynisher and removed when dropped.
 #[derive(Debug)]
 pub struct CallCgroup {
@@ -309,6 +441,41 @@ mod tests {
             2
         );
         assert_eq!(oom_kills("low 0\n"), 0);
+    }
+
+    #[test]
+    fn finds_the_cgroup_v1_memory_hierarchy() {
+        let mountinfo =
+            "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                         36 31 0:33 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            memory_v1_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            memory_v1_mount("41 31 0:38 / /u rw - cgroup2 cgroup2 rw\n"),
+            None
+        );
+        let cgroups = "5:cpu,cpuacct:/a\n4:memory:/job/42\n0::/\n";
+        assert_eq!(memory_v1_path(cgroups), Some("/job/42"));
+        assert_eq!(memory_v1_path("0::/x\n"), None);
+    }
+
+    #[test]
+    fn an_oom_count_rises_only_with_a_kill() {
+        let kills = |before, after| OomKills {
+            counter: PathBuf::from("/x/memory.events"),
+            before,
+            after,
+            cap: None,
+        };
+        assert!(kills(2, 3).rose());
+        assert!(!kills(2, 2).rose());
+        // Where the caller's cgroup is readable, the counter reads and stays put.
+        if let Some(counter) = OomCounter::start() {
+            let seen = counter.since_start().expect("readable at the start");
+            assert_eq!(seen.before, counter.before);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::background::Interrupt;
-use crate::cgroup::CallCgroup;
+use crate::cgroup::{CallCgroup, OomCounter, OomKills};
 use crate::channel::{Frame, Ready, Received, Receiver, Tag};
 use crate::error::Error;
 use crate::guardian::CallPage;
@@ -73,6 +73,9 @@ pub struct Supervised {
     /// Take the peak memory from the page (a spawned interpreter's own peak
     /// includes the caller's, since Linux carries it across `execve`).
     peak_from_page: bool,
+    /// The OOM kills of the caller's own memory cgroup, counted from the
+    /// start of supervision: the evidence of a memory cap outside pynisher.
+    outside_oom: Option<OomCounter>,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -213,6 +216,7 @@ impl Supervised {
             guarded: false,
             page: None,
             peak_from_page: false,
+            outside_oom: OomCounter::start(),
         }
     }
 
@@ -655,7 +659,18 @@ impl Supervised {
                 });
             }
         }
-        let evidence = Evidence { exit, oom_killed };
+        // Only a SIGKILL can be the OOM killer's.
+        let outside_oom = match exit {
+            Some(Exit::Signal(libc::SIGKILL)) if frame.is_none() => {
+                self.outside_oom.as_ref().and_then(OomCounter::since_start)
+            }
+            _ => None,
+        };
+        let evidence = Evidence {
+            exit,
+            oom_killed,
+            outside_oom,
+        };
         let (status, detail) = classify(
             &self.limits,
             frame.as_ref(),
@@ -855,16 +870,15 @@ fn measure(
     }
 }
 
-/// Gives the call exactly one status. The first cause wins: a complete result
-/// frame (unless it only completed after the supervisor began a kill), then
-/// the supervisor's own kill reason, then the kernel's evidence, and otherwise
-/// a crash with the exit code or signal.
 /// What the kernel says about how the child ended.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Evidence {
     exit: Option<Exit>,
     /// The call's cgroup recorded an OOM kill.
     oom_killed: bool,
+    /// For a SIGKILL without a result: the OOM kills in the caller's memory
+    /// cgroup during the call, where they could be read.
+    outside_oom: Option<OomKills>,
 }
 
 /// The kill reason's account of a time limit says which soft stop was sent;
@@ -885,6 +899,12 @@ fn kill_detail(reason: &KillReason, exit: Option<Exit>, grace: Duration) -> Stri
     reason.detail.clone()
 }
 
+/// Gives the call exactly one status. The first cause wins: a complete result
+/// frame (unless it only completed after the supervisor began a kill), then
+/// the supervisor's own kill reason, then the kernel's evidence (an OOM kill
+/// in the call's cgroup, a SIGKILL while the caller's memory cgroup counted an
+/// OOM kill, SIGXCPU or CPU time over the limit), and otherwise a crash with
+/// the exit code or signal.
 fn classify(
     limits: &Limits,
     frame: Option<&Frame>,
@@ -945,6 +965,14 @@ fn classify(
             ),
         );
     }
+    let sigkilled = exit == Some(Exit::Signal(libc::SIGKILL));
+    if let Some(kills) = evidence
+        .outside_oom
+        .as_ref()
+        .filter(|k| sigkilled && k.rose())
+    {
+        return (Status::Memory, outside_oom_detail(kills));
+    }
     let exit_text = exit.map_or_else(
         || "ended, and its exit status was lost (did its forkserver die?)".to_owned(),
         |e| e.to_string(),
@@ -976,12 +1004,48 @@ fn classify(
         }
         None => format!("{exit_text} without a result"),
     };
-    if limits.memory.is_some() && exit.and_then(Exit::signal).is_some() {
+    if sigkilled {
+        detail.push_str(&sigkill_cause(evidence.outside_oom.as_ref()));
+    } else if limits.memory.is_some() && exit.and_then(Exit::signal).is_some() {
         detail.push_str(
             " (a memory limit was set; running out of memory inside native code can end this way)",
         );
     }
     (Status::Crashed, detail)
+}
+
+/// The detail of a call that the OOM killer of a cap outside pynisher ended.
+fn outside_oom_detail(kills: &OomKills) -> String {
+    let cap = match &kills.cap {
+        Some((dir, bytes)) => format!(
+            "the memory cap outside pynisher, memory.max of {} = {bytes} bytes ({:.1} MiB)",
+            dir.display(),
+            *bytes as f64 / MIB
+        ),
+        None => "a memory cap outside pynisher (no memory.max found)".to_owned(),
+    };
+    format!(
+        "killed by SIGKILL without a result: the kernel's OOM killer ended the call at {cap}; \
+         {} counted {} OOM kill(s) during the call",
+        kills.counter.display(),
+        kills.after - kills.before
+    )
+}
+
+/// Why a call might have been SIGKILLed, given what the caller's memory
+/// cgroup says.
+fn sigkill_cause(kills: Option<&OomKills>) -> String {
+    let evidence = match kills {
+        Some(kills) => format!(
+            "{} counted no OOM kill during the call",
+            kills.counter.display()
+        ),
+        None => "the OOM-kill count of the caller's cgroup could not be read".to_owned(),
+    };
+    format!(
+        "; SIGKILL comes from outside the call: most likely the kernel's OOM killer (the \
+         machine ran out of memory) or another process ({evidence})"
+    )
 }
 
 #[cfg(test)]
@@ -1014,6 +1078,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Signal(libc::SIGXCPU)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &usage,
             None,
@@ -1035,6 +1100,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Code(0)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &Usage::default(),
             None,
@@ -1052,6 +1118,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Signal(libc::SIGXCPU)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &Usage::default(),
             None,
@@ -1066,6 +1133,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Signal(libc::SIGXCPU)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &Usage::default(),
             None,
@@ -1083,6 +1151,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Code(3)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &Usage::default(),
             None,
@@ -1096,6 +1165,7 @@ mod tests {
             Evidence {
                 exit: Some(Exit::Signal(libc::SIGSEGV)),
                 oom_killed: false,
+                outside_oom: None,
             },
             &Usage::default(),
             Some("garbage on the result channel".into()),
@@ -1104,5 +1174,75 @@ mod tests {
             detail.contains("SIGSEGV") && detail.contains("garbage"),
             "{detail}"
         );
+    }
+
+    fn sigkill(outside_oom: Option<OomKills>) -> (Status, String) {
+        classify(
+            &Limits::new(),
+            None,
+            None,
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGKILL)),
+                oom_killed: false,
+                outside_oom,
+            },
+            &Usage::default(),
+            None,
+        )
+    }
+
+    fn kills(before: u64, after: u64) -> OomKills {
+        OomKills {
+            counter: "/sys/fs/cgroup/job/memory.events".into(),
+            before,
+            after,
+            cap: Some(("/sys/fs/cgroup/job".into(), 512 << 20)),
+        }
+    }
+
+    #[test]
+    fn an_oom_kill_under_an_outside_cap_is_a_memory_outcome() {
+        let (status, detail) = sigkill(Some(kills(1, 2)));
+        assert_eq!(status, Status::Memory);
+        for part in [
+            "OOM killer",
+            "outside pynisher",
+            "memory.max of /sys/fs/cgroup/job = 536870912 bytes",
+            "/sys/fs/cgroup/job/memory.events counted 1 OOM kill",
+        ] {
+            assert!(detail.contains(part), "{part:?} not in {detail:?}");
+        }
+    }
+
+    #[test]
+    fn a_sigkill_without_an_oom_kill_is_a_crash_that_names_the_likely_cause() {
+        let (status, detail) = sigkill(Some(kills(2, 2)));
+        assert_eq!(status, Status::Crashed);
+        assert!(
+            detail.contains("killed by SIGKILL without a result"),
+            "{detail}"
+        );
+        assert!(detail.contains("OOM killer"), "{detail}");
+        assert!(
+            detail.contains("memory.events counted no OOM kill"),
+            "{detail}"
+        );
+        let (status, detail) = sigkill(None);
+        assert_eq!(status, Status::Crashed);
+        assert!(detail.contains("could not be read"), "{detail}");
+        // A risen count says nothing about another signal.
+        let (status, _) = classify(
+            &Limits::new(),
+            None,
+            None,
+            Evidence {
+                exit: Some(Exit::Signal(libc::SIGSEGV)),
+                oom_killed: false,
+                outside_oom: Some(kills(1, 2)),
+            },
+            &Usage::default(),
+            None,
+        );
+        assert_eq!(status, Status::Crashed);
     }
 }
