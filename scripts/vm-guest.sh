@@ -17,7 +17,7 @@ touch "$OUT/started"
 CGROOT=/sys/fs/cgroup
 DELEGATED=$CGROOT/pynisher
 CAPPED=$CGROOT/capped
-CAP=256M
+CAP=384M
 
 setup() {
   grep -q "^cgroup2 $CGROOT " /proc/mounts || mount -t cgroup2 none "$CGROOT" || return 1
