@@ -18,7 +18,7 @@ REPO=$PWD
 PYTHON=${PYTHON:-python3}
 VM_DIR=${PYNISHER_VM_DIR:-$REPO/target/vm}
 # The whole guest run (boot included) must end within this many seconds.
-GUEST_TIMEOUT=${PYNISHER_VM_TIMEOUT:-900}
+GUEST_TIMEOUT=${PYNISHER_VM_TIMEOUT:-1800}
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static)
 
 say() { printf '[vm] %s\n' "$*"; }
