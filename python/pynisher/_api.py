@@ -356,10 +356,11 @@ class Pynisher(Generic[P, T]):
         return self._run_forkserver(call_file, cancel)
 
     def _run_forkserver(self, call_file: int, cancel: Any) -> Any:
+        module = _forkserver.function_module(self.func)
         # A server that died between calls is replaced once; the call had not
         # started, so retrying it is safe.
         for attempt in range(2):
-            server = _forkserver.server_for(self.preload)
+            server = _forkserver.server_for(self.preload, module)
             try:
                 return _core.run_forkserver(
                     server,

@@ -1,11 +1,13 @@
-"""The forkserver context: one small server interpreter per caller process
-and preload set, which forks a fresh child for each call.
+"""The forkserver context: one small server interpreter per caller process,
+preload set and function module, which forks a fresh child for each call.
 
-The server is started lazily on first use. Modules named in ``preload`` are
-imported once in the server, so each call is a cheap fork of a small process
-that already has them. Results go straight from the child to the caller; the
-server only forks, reaps and reports exit statuses. If the server dies, the
-next call starts a new one; the server exits when its caller does.
+The server is started lazily on first use. It imports the modules named in
+``preload`` and the module the function is defined in once, so each call is a
+cheap fork of a process that already has them (unless the environment sets
+``PYNISHER_FORKSERVER_IMPORT_FUNCTION_MODULE=0``). Results go straight from
+the child to the caller; the server only forks, reaps and reports exit
+statuses. If the server dies, the next call starts a new one; the server exits
+when its caller does.
 """
 
 from __future__ import annotations
@@ -15,38 +17,75 @@ import os
 import signal
 import sys
 import threading
+from typing import Any, Optional
 
 from . import _core, _spawn
 
 _lock = threading.Lock()
-_servers: dict[tuple[str, ...], _core.ForkServer] = {}
+# Keyed by the preload tuple and the function's module (name and file, or
+# None), least recently used first.
+_servers: dict[tuple[tuple[str, ...], Optional[tuple[str, str]]], _core.ForkServer] = {}
+# Servers beyond this many are let go, least recently used first; one still
+# running a call lives until that call returns (the call holds it).
+MAX_SERVERS = 8
+IMPORT_FUNCTION_MODULE = "PYNISHER_FORKSERVER_IMPORT_FUNCTION_MODULE"
 _owner = os.getpid()
 # Servers inherited through a fork of the caller belong to the parent: never
 # touch them (dropping one would kill the parent's server).
 _inherited: list[_core.ForkServer] = []
 
 
-def command(preload: tuple[str, ...]) -> list[str]:
+def function_module(func: Any) -> Optional[tuple[str, str]]:
+    """The module (name, file) the server should import for ``func``, or
+    None: the opt-out is set, or the function travels by value (``__main__``,
+    a lambda's module registered by value) or has no importable module."""
+    if os.environ.get(IMPORT_FUNCTION_MODULE, "1") == "0":
+        return None
+    target = getattr(func, "func", func)  # functools.partial
+    name = getattr(target, "__module__", None)
+    if not isinstance(name, str):
+        name = type(target).__module__
+    if name in ("__main__", "__mp_main__", "builtins"):
+        return None
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if module is None or not isinstance(path, str):
+        return None
+    import cloudpickle
+
+    if name in cloudpickle.list_registry_pickle_by_value():
+        return None
+    return name, path
+
+
+def command(preload: tuple[str, ...], module: Optional[str] = None) -> list[str]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys_path = list(sys.path) if module is not None else None
     code = (
         f"import sys; sys.path.insert(0, {package_root!r}); "
-        f"from pynisher._forkserver import serve; serve({preload!r}, {os.getpid()})"
+        f"from pynisher._forkserver import serve; "
+        f"serve({preload!r}, {os.getpid()}, {module!r}, {sys_path!r})"
     )
     return [sys.executable, *_spawn.interpreter_flags(), "-c", code]
 
 
-def server_for(preload: tuple[str, ...]) -> _core.ForkServer:
-    """The running server for ``preload``, started if needed."""
+def server_for(
+    preload: tuple[str, ...], module: Optional[tuple[str, str]] = None
+) -> _core.ForkServer:
+    """The running server for ``preload`` and ``module``, started if needed."""
     global _owner
+    key = (preload, module)
     with _lock:
         if _owner != os.getpid():
             _inherited.extend(_servers.values())
             _servers.clear()
             _owner = os.getpid()
-        server = _servers.get(preload)
+        server = _servers.pop(key, None)
         if server is None or not server.is_alive():
-            server = _core.ForkServer.start(command(preload))
-            _servers[preload] = server
+            server = _core.ForkServer.start(command(preload, module and module[0]))
+        _servers[key] = server
+        while len(_servers) > MAX_SERVERS:
+            del _servers[next(iter(_servers))]
         return server
 
 
@@ -58,10 +97,20 @@ def discard(server: _core.ForkServer) -> None:
                 del _servers[key]
 
 
-def serve(preload: tuple[str, ...], caller: int) -> None:
-    """Entry point of the server interpreter, started by ``caller``."""
+def serve(
+    preload: tuple[str, ...],
+    caller: int,
+    module: Optional[str] = None,
+    sys_path: Optional[list[str]] = None,
+) -> None:
+    """Entry point of the server interpreter, started by ``caller``; it
+    imports ``module`` (the function's) with the caller's ``sys_path``."""
     # The server lives in its own process group; it ends with its caller.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys_path is not None:
+        # The caller's first, to find the function's module as the caller
+        # does; then the server's own (its PYTHONPATH may name preload modules).
+        sys.path[:] = sys_path + [entry for entry in sys.path if entry not in sys_path]
     try:
         sys.path.insert(0, os.getcwd())
     except FileNotFoundError:  # started from a deleted directory
@@ -76,6 +125,13 @@ def serve(preload: tuple[str, ...], caller: int) -> None:
         except Exception as why:
             # The call that needs the module will report the import error.
             print(f"pynisher forkserver: could not preload {name}: {why}", file=sys.stderr)
+    if module is not None:
+        try:
+            importlib.import_module(module)
+        # Whatever the import raises (SystemExit too), each call imports the
+        # module again in its child and reports the error with its traceback.
+        except BaseException:
+            pass
     _core.forkserver_serve(_core.FORKSERVER_CONTROL_FD, caller, _child_main)
 
 
