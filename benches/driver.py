@@ -41,7 +41,7 @@ RESULT_PREFIX = "BENCH-RESULT "
 OLD, NEW, FLOOR, BUILD = "old", "new", "floor", "build"
 IMPL_LABEL = {OLD: "pynisher 1.0.10", NEW: "ours", FLOOR: "floor", BUILD: "build only"}
 CONTEXTS = ("fork", "forkserver", "spawn")
-GROUPS = ("overhead", "overshoot", "cpu", "memory", "large", "rss", "throughput")
+GROUPS = ("overhead", "heavy", "overshoot", "cpu", "memory", "large", "rss", "throughput")
 MIB = 1 << 20
 GIB = 1 << 30
 
@@ -50,6 +50,8 @@ GIB = 1 << 30
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "overhead": {"rounds": 5, "calls": 20, "warmup": 3, "floor_fork_calls": 100},
+        # A trial function whose module imports numpy and scipy (issue 16).
+        "heavy": {"rounds": 1, "calls": 8, "warmup": 1},
         "overshoot": {
             "rounds": 5,
             "calls": {"sleep": 4, "ignore_term": 2},
@@ -69,6 +71,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "overhead": {"rounds": 1, "calls": 3, "warmup": 1, "floor_fork_calls": 10},
+        "heavy": {"rounds": 1, "calls": 2, "warmup": 1},
         # 1.0.10 takes ~6 s per overshoot sample: quick mode keeps one of them.
         "overshoot": {
             "rounds": 1,
@@ -263,6 +266,16 @@ def build_entries(profile: dict[str, Any], groups: list[str]) -> list[Entry]:
             exec_params,
             60 + per_call,
         )
+
+    if "heavy" in groups:
+        p = profile["heavy"]
+        params = {"calls": p["calls"], "warmup": p["warmup"]}
+        # Up to ~3 s per call for a cold import on a loaded machine.
+        timeout = 60 + 5 * (p["calls"] + p["warmup"])
+        for ctx in CONTEXTS:
+            for impl in (OLD, NEW):
+                add("heavy", ctx, impl, "heavy", {**params, "context": ctx}, timeout)
+        add("heavy", "floor/import", FLOOR, "floor-import", params, timeout)
 
     if "overshoot" in groups:
         p = profile["overshoot"]
@@ -771,6 +784,32 @@ def overhead_tables(report: Report) -> list[str]:
     return lines
 
 
+def heavy_table(report: Report) -> list[str]:
+    lines = [
+        "Median time of one call of `trial(1)` from `benches/heavy_module.py`,",
+        "a module that imports numpy, scipy.optimize, scipy.stats and",
+        "scipy.signal, after one warm-up call. The floor is",
+        '`python -c "import heavy_module"`, what any fresh interpreter pays.',
+        "",
+        "| context | pynisher 1.0.10 | ours | ours / 1.0.10 | ours / our fork | ours / floor |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    our_fork = report.get("heavy", "fork", NEW)
+    floor = report.get("heavy", "floor/import", FLOOR)
+    for ctx in CONTEXTS:
+        old = report.get("heavy", ctx, OLD)
+        new = report.get("heavy", ctx, NEW)
+        if old is None:
+            continue
+        lines.append(
+            f"| {ctx} | {old.cell()} | {new.cell()} | {fmt_ratio(ratio(new, old))} "
+            f"| {fmt_ratio(ratio(new, our_fork))} | {fmt_ratio(ratio(new, floor))} |"
+        )
+    if floor is not None:
+        lines += ["", f'`python -c "import heavy_module"`: {floor.cell()}']
+    return lines
+
+
 def overshoot_table(report: Report) -> list[str]:
     lines = [
         f"A call sleeps 10 s under `wall_time={OVERSHOOT_WALL:g}` (fork context;",
@@ -1169,6 +1208,7 @@ def write_markdown(
         out += ["", "## Targets (DESIGN.md)", "", *targets]
     sections = (
         ("overhead", "Per-call overhead", overhead_tables),
+        ("heavy", "A trial function with heavy imports", heavy_table),
         ("overshoot", "Wall-time overshoot", overshoot_table),
         ("cpu", "CPU-time overshoot", cpu_table),
         ("memory", "Memory limit: detection delay and overshoot", memory_tables),

@@ -66,14 +66,14 @@ make_venv() {
 t0="$(now)"
 
 # (a) pynisher 1.0.10 from PyPI, in a venv of its own.
-old_check='import importlib.metadata as m, numpy, psutil
+old_check='import importlib.metadata as m, numpy, scipy, psutil
 assert m.version("pynisher") == "1.0.10"'
 if venv_ok "$OLD" "$old_check"; then
   say "reusing $OLD (pynisher 1.0.10)"
 else
-  say "creating $OLD with pynisher==1.0.10, psutil, numpy"
+  say "creating $OLD with pynisher==1.0.10, psutil, numpy, scipy"
   make_venv "$OLD"
-  if ! "$OLD/bin/python" -m pip install "${PIP_FLAGS[@]}" "pynisher==1.0.10" psutil numpy \
+  if ! "$OLD/bin/python" -m pip install "${PIP_FLAGS[@]}" "pynisher==1.0.10" psutil numpy scipy \
     >"$OLD/install.log" 2>&1; then
     say "installing pynisher 1.0.10 failed; see $OLD/install.log (the run goes on without it)"
     tail -n 5 "$OLD/install.log" >&2 || true
@@ -82,13 +82,13 @@ fi
 
 # (b) ours, built from the repo root, plus what the driver needs.
 new_note=""
-if venv_ok "$NEW" 'import numpy, matplotlib'; then
-  say "reusing $NEW (numpy, matplotlib)"
+if venv_ok "$NEW" 'import numpy, scipy, matplotlib'; then
+  say "reusing $NEW (numpy, scipy, matplotlib)"
 else
-  say "creating $NEW with numpy, matplotlib"
+  say "creating $NEW with numpy, scipy, matplotlib"
   make_venv "$NEW"
-  "$NEW/bin/python" -m pip install "${PIP_FLAGS[@]}" numpy matplotlib >"$NEW/deps.log" 2>&1 ||
-    say "installing numpy/matplotlib failed; see $NEW/deps.log"
+  "$NEW/bin/python" -m pip install "${PIP_FLAGS[@]}" numpy scipy matplotlib >"$NEW/deps.log" 2>&1 ||
+    say "installing numpy/scipy/matplotlib failed; see $NEW/deps.log"
 fi
 if [[ "$build_ours" == 1 ]]; then
   # Never benchmark a stale copy: remove the old install before building.

@@ -268,6 +268,35 @@ def case_floor_exec(params: dict) -> dict:
     return time_calls(call, check, params)
 
 
+def case_heavy(params: dict) -> dict:
+    try:
+        import heavy_module
+    except ImportError as exc:
+        raise CaseError(f"the heavy-import scenario needs numpy and scipy ({exc})") from exc
+    limiter = make_limiter(heavy_module.trial, params)
+
+    def check(value: Any) -> None:
+        if value != 2:
+            raise CaseError(f"trial(1) returned {value!r}, expected 2")
+
+    return time_calls(lambda: limiter(1), check, params)
+
+
+def case_floor_import(params: dict) -> dict:
+    """``python -c "import heavy_module"``: what any fresh interpreter pays."""
+    command = [sys.executable, "-c", "import heavy_module"]
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def call() -> int:
+        return subprocess.run(command, check=True, cwd=here).returncode
+
+    def check(code: int) -> None:
+        if code != 0:
+            raise CaseError(f"python -c 'import heavy_module' exited {code}")
+
+    return time_calls(call, check, params)
+
+
 def case_overshoot(params: dict) -> dict:
     func = {"sleep": targets.sleeper, "ignore_term": targets.stubborn_sleeper}[params["target"]]
     wall = float(params["wall_time"])
@@ -616,6 +645,8 @@ CASES: dict[str, Callable[[dict], dict]] = {
     "floor-throughput": case_floor_throughput,
     "cpu-overshoot": case_cpu_overshoot,
     "memory-delay": case_memory_delay,
+    "heavy": case_heavy,
+    "floor-import": case_floor_import,
 }
 
 
