@@ -77,6 +77,30 @@ impl SetupError {
     }
 }
 
+/// Arms SIGKILL as the calling process's parent-death signal, then exits at
+/// once (code 137, as if killed) if `parent` is no longer its parent: it
+/// died before the signal was armed. The one place both a call's first
+/// process and the function's process (below its guardian) do this.
+/// Async-signal-safe.
+///
+/// # Errors
+/// `prctl` failed.
+pub fn die_with_parent(parent: Pid) -> Result<(), SetupError> {
+    // SAFETY: prctl, getppid and _exit with integer arguments only.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(SetupError {
+                step: "prctl(PR_SET_PDEATHSIG)",
+                errno: errno(),
+            });
+        }
+        if libc::getppid() != parent {
+            libc::_exit(137);
+        }
+    }
+    Ok(())
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -188,17 +212,9 @@ impl ChildSetup {
                     errno: errno(),
                 });
             }
-            if self.parent_death && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
-            {
-                return Err(SetupError {
-                    step: "prctl(PR_SET_PDEATHSIG)",
-                    errno: errno(),
-                });
-            }
-            // The parent may have died before PDEATHSIG was armed.
-            if libc::getppid() != self.parent {
-                libc::_exit(137);
-            }
+        }
+        if self.parent_death {
+            die_with_parent(self.parent)?;
         }
         if sys::become_subreaper().is_err() {
             return Err(SetupError {

@@ -36,6 +36,11 @@
 //! then runs the caller's code. So while user code runs, nothing of ours
 //! shares its memory.
 //!
+//! The guardian program keeps its own `/proc` scanner, stat parser and tree
+//! killer (in `watch`), apart from the supervisor's (`tree`,
+//! `sys::ProcStat`): it runs without a C library or an allocator, and those
+//! allocate. It is the only other copy, and the only one that must not.
+//!
 //! The program is written once per process, before the first fork
 //! ([`prepare`]), into a memfd; the guardian execs that descriptor. Where
 //! `vm.memfd_noexec` is 2 a memfd cannot be executed, and the program goes
@@ -422,19 +427,8 @@ pub unsafe fn split(
         return Err(fail("clone (the call's process)", (-ret) as i32));
     }
     // The function's process, on the original stack.
-    // SAFETY: prctl and getppid with integer arguments only.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            return Err(fail(
-                "prctl(PR_SET_PDEATHSIG)",
-                io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            ));
-        }
-        // The guardian may have been killed before the signal was armed.
-        if libc::getppid() != guardian {
-            libc::_exit(EXIT_CALLER_GONE);
-        }
-    }
+    // The guardian may be killed before the signal is armed.
+    crate::child::die_with_parent(guardian)?;
     // Nothing of the caller's runs until the guardian has left this memory.
     while SHARING.load(Ordering::Acquire) != 0 {
         raw::futex_wait(&SHARING, 1);
