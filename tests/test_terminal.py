@@ -105,3 +105,32 @@ def test_ctrl_c_at_the_terminal_interrupts_the_caller_while_the_call_has_it() ->
         # (The terminal echoes Ctrl-C as ^C, on the same line.)
         assert f"INTERRUPTED {context}\r\n" in shown, shown
         assert f"CALLER {context} 'bob'\r\n" in shown, shown
+
+
+BACKGROUND = """
+    import os, signal, subprocess
+    from pynisher import Pynisher
+
+    def ask():
+        return input("name? ")
+
+    # Another group takes the terminal's foreground: the caller is now in the
+    # background, as a shell's background job is.
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    holder = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.setpgid(0, 0))
+    try:
+        os.setpgid(holder.pid, holder.pid)
+    except OSError:
+        pass  # the child did it first
+    os.tcsetpgrp(0, holder.pid)
+    outcome = Pynisher(ask, context=CONTEXT, wall_time=1).run()
+    says = "SIGTTIN" in outcome.detail
+    print("RESULT", outcome.status.value, says, flush=True)
+    holder.kill()
+"""
+
+
+def test_a_call_that_reads_the_terminal_from_the_background_says_why_it_stopped() -> None:
+    for context in ("fork", "spawn", "forkserver"):
+        shown = drive(BACKGROUND.replace("CONTEXT", repr(context)), {}, timeout=60)
+        assert "RESULT wall_time True\r\n" in shown, (context, shown)

@@ -433,6 +433,18 @@ impl Supervised {
                             fmt_secs(limit)
                         )
                     };
+                    // A call that waits in a stopped process never ends by
+                    // itself; say so, since the usual cause is the terminal.
+                    tree.discover();
+                    let detail = match tree.stopped() {
+                        0 => detail,
+                        n => format!(
+                            "{detail}; {n} of its processes had been stopped by a signal: a \
+                             process that reads from its terminal while in the background \
+                             (the caller was not in the terminal's foreground) is stopped by \
+                             SIGTTIN"
+                        ),
+                    };
                     kill_reason = Some(KillReason {
                         status: Status::WallTime,
                         detail,

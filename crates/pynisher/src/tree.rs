@@ -298,6 +298,21 @@ impl Tree {
     pub fn members_seen(&self) -> usize {
         self.members.len()
     }
+
+    /// How many live processes of the tree (the root included, if it
+    /// belongs to it) are stopped by a signal (state T).
+    pub fn stopped(&self) -> usize {
+        let root = self.include_root.then_some(self.root);
+        root.into_iter()
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(_, m)| !m.exited)
+                    .map(|(pid, _)| *pid),
+            )
+            .filter(|pid| ProcStat::read(*pid).is_some_and(|stat| stat.state == b'T'))
+            .count()
+    }
 }
 
 /// Kills every descendant of the calling process and reaps those that are its
