@@ -59,14 +59,12 @@ def function_module(func: Any) -> Optional[tuple[str, str]]:
 
 
 def command(preload: tuple[str, ...], module: Optional[str] = None) -> list[str]:
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys_path = list(sys.path) if module is not None else None
-    code = (
-        f"import sys; sys.path.insert(0, {package_root!r}); "
-        f"from pynisher._forkserver import serve; "
-        f"serve({preload!r}, {os.getpid()}, {module!r}, {sys_path!r})"
+    cwd = _spawn.working_directory()
+    return _spawn.interpreter_command(
+        "from pynisher._forkserver import serve\n"
+        f"serve({preload!r}, {os.getpid()}, {module!r}, {sys_path!r}, {cwd!r})"
     )
-    return [sys.executable, *_spawn.interpreter_flags(), "-c", code]
 
 
 def server_for(
@@ -102,19 +100,19 @@ def serve(
     caller: int,
     module: Optional[str] = None,
     sys_path: Optional[list[str]] = None,
+    cwd: Optional[str] = None,
 ) -> None:
     """Entry point of the server interpreter, started by ``caller``; it
-    imports ``module`` (the function's) with the caller's ``sys_path``."""
+    imports ``module`` (the function's) with the caller's ``sys_path``, and finds
+    modules in the caller's working directory ``cwd`` (None if it was deleted)."""
     # The server lives in its own process group; it ends with its caller.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys_path is not None:
         # The caller's first, to find the function's module as the caller
         # does; then the server's own (its PYTHONPATH may name preload modules).
         sys.path[:] = sys_path + [entry for entry in sys.path if entry not in sys_path]
-    try:
-        sys.path.insert(0, os.getcwd())
-    except FileNotFoundError:  # started from a deleted directory
-        pass
+    if cwd is not None:
+        sys.path.insert(0, cwd)
     # What every call needs, imported once here instead of in each child:
     # cloudpickle alone would cost each call ~10 ms.
     import cloudpickle  # noqa: F401

@@ -90,7 +90,7 @@ def build_request(
     request = {
         "parent": os.getpid(),
         "sys_path": list(sys.path),
-        "cwd": _working_directory(),
+        "cwd": working_directory(),
         "limits": limits,
         "name": name,
         "memory_limited": memory_limited,
@@ -101,7 +101,7 @@ def build_request(
     return pickle.dumps(request, protocol=5)
 
 
-def _working_directory() -> Optional[str]:
+def working_directory() -> Optional[str]:
     """The caller's working directory, or None if it was deleted: the child
     then enters it through ``/proc/<caller>/cwd``, as a forked child would
     simply keep it."""
@@ -113,10 +113,23 @@ def _working_directory() -> Optional[str]:
 
 def command() -> list[str]:
     """The argv that starts a child interpreter running :func:`main`."""
+    return interpreter_command("from pynisher._spawn import main\nmain()")
+
+
+def interpreter_command(statement: str) -> list[str]:
+    """The argv of a child interpreter that finds this package and runs ``statement``.
+
+    Its start-up imports run from "/" when the caller's working directory was
+    deleted: CPython 3.13.0-3.13.2 fail an import there with SystemError
+    (CPython gh-130932). :func:`run_request` enters the caller's directory again
+    before the function loads.
+    """
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = (
-        f"import sys; sys.path.insert(0, {package_root!r}); "
-        "from pynisher._spawn import main; main()"
+        "import os, sys\n"
+        "try:\n    os.getcwd()\nexcept OSError:\n    os.chdir('/')\n"
+        f"sys.path.insert(0, {package_root!r})\n"
+        f"{statement}"
     )
     return [sys.executable, *interpreter_flags(), "-c", code]
 
