@@ -1087,11 +1087,7 @@ mod tests {
             &limits,
             Some(&frame(Tag::Value)),
             Some(reason),
-            Evidence {
-                exit: Some(Exit::Signal(libc::SIGXCPU)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Signal(libc::SIGXCPU)),
             &usage,
             None,
         );
@@ -1109,11 +1105,7 @@ mod tests {
             &Limits::new(),
             Some(&frame(Tag::Error)),
             Some(reason),
-            Evidence {
-                exit: Some(Exit::Code(0)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Code(0)),
             &Usage::default(),
             None,
         );
@@ -1127,11 +1119,7 @@ mod tests {
             &limits,
             None,
             None,
-            Evidence {
-                exit: Some(Exit::Signal(libc::SIGXCPU)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Signal(libc::SIGXCPU)),
             &Usage::default(),
             None,
         );
@@ -1142,11 +1130,7 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Evidence {
-                exit: Some(Exit::Signal(libc::SIGXCPU)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Signal(libc::SIGXCPU)),
             &Usage::default(),
             None,
         );
@@ -1160,11 +1144,7 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Evidence {
-                exit: Some(Exit::Code(3)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Code(3)),
             &Usage::default(),
             None,
         );
@@ -1174,11 +1154,7 @@ mod tests {
             &Limits::new(),
             None,
             None,
-            Evidence {
-                exit: Some(Exit::Signal(libc::SIGSEGV)),
-                oom_killed: false,
-                outside_oom: None,
-            },
+            ended_with(Exit::Signal(libc::SIGSEGV)),
             &Usage::default(),
             Some("garbage on the result channel".into()),
         );
@@ -1188,15 +1164,23 @@ mod tests {
         );
     }
 
+    /// What the kernel showed for a process that ended with `exit` and nothing else.
+    fn ended_with(exit: Exit) -> Evidence {
+        Evidence {
+            exit: Some(exit),
+            oom_killed: false,
+            outside_oom: None,
+        }
+    }
+
     fn sigkill(outside_oom: Option<OomKills>) -> (Status, String) {
         classify(
             &Limits::new(),
             None,
             None,
             Evidence {
-                exit: Some(Exit::Signal(libc::SIGKILL)),
-                oom_killed: false,
                 outside_oom,
+                ..ended_with(Exit::Signal(libc::SIGKILL))
             },
             &Usage::default(),
             None,
@@ -1248,9 +1232,8 @@ mod tests {
             None,
             None,
             Evidence {
-                exit: Some(Exit::Signal(libc::SIGSEGV)),
-                oom_killed: false,
                 outside_oom: Some(kills(1, 2)),
+                ..ended_with(Exit::Signal(libc::SIGSEGV))
             },
             &Usage::default(),
             None,
