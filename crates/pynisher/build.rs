@@ -14,6 +14,7 @@ fn main() {
     let source = manifest.join("guardian/main.rs");
     for input in [
         "guardian/main.rs",
+        "src/sys/procfs.rs",
         "src/sys/raw.rs",
         "src/guardian/watch.rs",
     ] {

@@ -12,6 +12,9 @@
 
 use core::arch::{asm, global_asm};
 
+#[path = "../src/sys/procfs.rs"]
+#[allow(dead_code)]
+mod procfs;
 #[path = "../src/sys/raw.rs"]
 #[allow(dead_code)]
 mod raw;

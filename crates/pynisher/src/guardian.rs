@@ -36,10 +36,14 @@
 //! then runs the caller's code. So while user code runs, nothing of ours
 //! shares its memory.
 //!
-//! The guardian program keeps its own `/proc` scanner, stat parser and tree
-//! killer (in `watch`), apart from the supervisor's (`tree`,
-//! `sys::ProcStat`): it runs without a C library or an allocator, and those
-//! allocate. It is the only other copy, and the only one that must not.
+//! The guardian program and the supervisor read `/proc` with the same code
+//! (`sys::procfs`: one stat parser, one directory scanner, both without
+//! allocating). The freeze-and-kill loop is written twice, here in `watch`
+//! and in `tree::Tree::kill_all`, and must be: the guardian runs without a C
+//! library or an allocator, so it keeps a fixed-size set of pidfds on its
+//! stack and kills only its own descendants, while the supervisor keeps a
+//! growing map of pidfds, start times and CPU times of a tree it does not
+//! parent, found through the call's process group too.
 //!
 //! The program is written once per process, before the first fork
 //! ([`prepare`]), into a memfd; the guardian execs that descriptor. Where
@@ -53,7 +57,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::child::SetupError;
-use crate::sys::{self, raw};
+use crate::sys::{self, procfs, raw};
 
 #[allow(dead_code)] // the program uses all of it; the library its page layout
 mod watch;
@@ -378,18 +382,11 @@ pub unsafe fn split(
     if PROGRAM_FD.load(Ordering::Acquire) < 0 {
         return Err(fail("preparing the guardian program", raw::EINVAL));
     }
-    // SAFETY: a shared mapping of the call's page, which its creator sized;
-    // it stays mapped for the life of this process.
-    let mapped = unsafe {
-        raw::mmap(
-            std::mem::size_of::<Page>(),
-            raw::PROT_READ | raw::PROT_WRITE,
-            raw::MAP_SHARED,
-            page,
-        )
-    }
-    .map_err(|errno| fail("mmap (the call's page)", errno))?;
-    PAGE.store(mapped as *mut Page, Ordering::Release);
+    // SAFETY: the call's page, which its creator sized; it stays mapped for
+    // the life of this process.
+    let mapped = unsafe { watch::map_call_page(page) }
+        .map_err(|errno| fail("mmap (the call's page)", errno))?;
+    PAGE.store(std::ptr::from_ref(mapped).cast_mut(), Ordering::Release);
     PAGE_FD.store(page, Ordering::Release);
     let stack = guarded_stack().map_err(|(step, errno)| fail(step, errno))?;
     EXEC_ERRNO.store(0, Ordering::Relaxed);
@@ -486,10 +483,10 @@ extern "C" fn leave(parent: libc::pid_t, terminate: usize, function: libc::pid_t
     let mut bufs = [[0u8; 12]; 4];
     let [b_parent, b_terminate, b_function, b_page] = &mut bufs;
     let words = [
-        watch::format_decimal(parent, b_parent).as_ptr(),
-        watch::format_decimal(terminate as i32, b_terminate).as_ptr(),
-        watch::format_decimal(function, b_function).as_ptr(),
-        watch::format_decimal(page, b_page).as_ptr(),
+        procfs::format_decimal(parent, b_parent).as_ptr(),
+        procfs::format_decimal(terminate as i32, b_terminate).as_ptr(),
+        procfs::format_decimal(function, b_function).as_ptr(),
+        procfs::format_decimal(page, b_page).as_ptr(),
     ];
     let argv = [
         c"pynisher-guard".as_ptr().cast::<u8>(),
@@ -580,36 +577,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_with_awkward_names() {
-        assert_eq!(
-            parse_stat(b"42 (a b) c)) S 17 42 42 0 -1"),
-            Some(Stat {
-                state: b'S',
-                ppid: 17
-            })
-        );
-        assert_eq!(
-            parse_stat(b"42 (x) Z 1"),
-            Some(Stat {
-                state: b'Z',
-                ppid: 1
-            })
-        );
-        assert_eq!(parse_stat(b"42 (x)"), None);
-        assert_eq!(parse_stat(b"garbage"), None);
-        assert_eq!(parse_stat(b"1 (x) R 99999999999"), None);
-    }
-
-    #[test]
-    fn builds_stat_paths_and_arguments() {
-        let mut out = [0u8; 32];
-        let len = stat_path(123_456, &mut out);
-        assert_eq!(&out[..len], b"/proc/123456/stat\0");
-        let len = stat_path(0, &mut out);
-        assert_eq!(&out[..len], b"/proc/0/stat\0");
-        let mut buf = [0u8; 12];
-        assert_eq!(format_decimal(-1, &mut buf), b"-1\0");
-        assert_eq!(format_decimal(i32::MAX, &mut buf), b"2147483647\0");
+    fn parses_the_guardians_arguments() {
         let words: [&[u8]; 4] = [b"17", b"1", b"4242", b"-1"];
         assert_eq!(
             Args::parse(words.into_iter()),
@@ -622,34 +590,6 @@ mod tests {
         );
         let short: [&[u8]; 2] = [b"17", b"1"];
         assert_eq!(Args::parse(short.into_iter()), None);
-    }
-
-    #[test]
-    fn reads_own_stat_without_allocating_a_path() {
-        let me = std::process::id() as libc::pid_t;
-        let stat = read_stat(me).unwrap();
-        // SAFETY: getppid has no preconditions.
-        assert_eq!(stat.ppid, unsafe { libc::getppid() });
-        assert!(read_stat(libc::pid_t::MAX - 1).is_none());
-    }
-
-    #[test]
-    fn lists_proc_like_the_standard_library() {
-        let dir = raw::open_read(b"/proc\0", true).unwrap();
-        let mut pids = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = raw::getdents64(dir, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            pids.extend(dirent_numbers(&buf[..n]));
-        }
-        raw::close(dir);
-        assert!(pids.contains(&(std::process::id() as libc::pid_t)));
-        assert!(pids.contains(&1));
-        // Entries such as "self" and "meminfo" are not pids.
-        let names = std::fs::read_dir("/proc").unwrap().count();
-        assert!(pids.len() < names, "{} of {names}", pids.len());
     }
 
     #[test]

@@ -251,9 +251,7 @@ impl Tree {
             pending.push(self.root);
         }
         while Instant::now() < until {
-            pending.retain(|pid| {
-                ProcStat::read(*pid).is_some_and(|s| !matches!(s.state, b'T' | b't' | b'Z' | b'X'))
-            });
+            pending.retain(|pid| ProcStat::read(*pid).is_some_and(|s| !s.is_stopped_or_exited()));
             if pending.is_empty() {
                 return;
             }

@@ -10,6 +10,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::procfs::{parse_decimal, NumberedEntries, ProcStat};
 use super::raw::{self, pid_t};
 
 /// Exit code of a guardian whose caller died: nobody reads it.
@@ -89,40 +90,6 @@ impl Args {
     }
 }
 
-/// Writes `value` as decimal digits, NUL-terminated, into `out`; returns the
-/// written part with the NUL.
-pub fn format_decimal(value: i32, out: &mut [u8; 12]) -> &[u8] {
-    let mut digits = [0u8; 11];
-    let mut rest = value.unsigned_abs();
-    let mut count = 0;
-    loop {
-        if let Some(d) = digits.get_mut(count) {
-            *d = b'0' + (rest % 10) as u8;
-        }
-        count += 1;
-        rest /= 10;
-        if rest == 0 || count >= digits.len() {
-            break;
-        }
-    }
-    let mut at = 0;
-    if value < 0 {
-        out[0] = b'-';
-        at = 1;
-    }
-    for i in (0..count).rev() {
-        if let (Some(slot), Some(d)) = (out.get_mut(at), digits.get(i)) {
-            *slot = *d;
-            at += 1;
-        }
-    }
-    if let Some(slot) = out.get_mut(at) {
-        *slot = 0;
-        at += 1;
-    }
-    out.get(..at).unwrap_or(&[])
-}
-
 /// The guardian's life. Its signals are blocked (they were when it split off
 /// and the mask survives exec): only SIGKILL and SIGSTOP act on it.
 pub fn run(args: Args) -> ! {
@@ -181,8 +148,21 @@ fn map_page(fd: i32) -> Option<&'static Page> {
     if fd < 0 {
         return None;
     }
-    // SAFETY: a shared mapping of the call's page, which its creator sized;
-    // it stays mapped until this process exits.
+    // SAFETY: `fd` is the call's page, as the guardian was told.
+    unsafe { map_call_page(fd) }.ok()
+}
+
+/// Maps the call's [`Page`] (shared, read-write) for the rest of the
+/// process's life: the guardian's view, and the function's process's.
+///
+/// # Safety
+/// `fd` must be the call's page, which its creator sized to hold a [`Page`].
+///
+/// # Errors
+/// `mmap`'s errno.
+pub unsafe fn map_call_page(fd: i32) -> Result<&'static Page, i32> {
+    // SAFETY: a shared mapping of `fd`, which the caller promises is sized
+    // for a Page; it is never unmapped.
     let addr = unsafe {
         raw::mmap(
             core::mem::size_of::<Page>(),
@@ -190,11 +170,10 @@ fn map_page(fd: i32) -> Option<&'static Page> {
             raw::MAP_SHARED,
             fd,
         )
-    }
-    .ok()?;
+    }?;
     // SAFETY: the mapping is page-aligned, large enough and holds only
     // atomics, for which any bytes are valid.
-    Some(unsafe { &*(addr as *const Page) })
+    Ok(unsafe { &*(addr as *const Page) })
 }
 
 /// Closes every descriptor above stderr. `close_range` first; where it
@@ -204,26 +183,20 @@ fn close_inherited() {
     if raw::close_range(3, u32::MAX).is_ok() {
         return;
     }
-    let mut entries = [0u8; 4096];
     for _ in 0..64 {
-        let Ok(dir) = raw::open_read(b"/proc/self/fd\0", true) else {
+        let Ok(entries) = NumberedEntries::<4096>::open(b"/proc/self/fd\0") else {
             // Without /proc: every number up to a generous bound.
             (3..65_536).for_each(raw::close);
             return;
         };
+        let dir = entries.fd();
         let mut closed = 0;
-        while let Ok(n) = raw::getdents64(dir, &mut entries) {
-            if n == 0 {
-                break;
-            }
-            for fd in dirent_numbers(entries.get(..n).unwrap_or(&[])) {
-                if fd > 2 && fd != dir {
-                    raw::close(fd);
-                    closed += 1;
-                }
+        for fd in entries {
+            if fd > 2 && fd != dir {
+                raw::close(fd);
+                closed += 1;
             }
         }
-        raw::close(dir);
         if closed == 0 {
             return;
         }
@@ -273,21 +246,30 @@ fn wait_until_supervised(page: &Page, parent_fd: i32) {
 /// Fills the call's page: the function's status and the usage of the
 /// guardian and of everything it reaped.
 fn report(page: &Page, status: i32) {
-    if let Some(usage) = raw::getrusage(raw::RUSAGE_CHILDREN) {
-        page.reaped_user_micros
-            .store(usage.utime.micros(), Ordering::Relaxed);
-        page.reaped_system_micros
-            .store(usage.stime.micros(), Ordering::Relaxed);
-        page.reaped_maxrss_kib
-            .store(usage.maxrss.max(0) as u64, Ordering::Relaxed);
-    }
-    if let Some(usage) = raw::getrusage(raw::RUSAGE_SELF) {
-        page.own_user_micros
-            .store(usage.utime.micros(), Ordering::Relaxed);
-        page.own_system_micros
-            .store(usage.stime.micros(), Ordering::Relaxed);
-        page.own_maxrss_kib
-            .store(usage.maxrss.max(0) as u64, Ordering::Relaxed);
+    let slots = [
+        (
+            raw::RUSAGE_CHILDREN,
+            [
+                &page.reaped_user_micros,
+                &page.reaped_system_micros,
+                &page.reaped_maxrss_kib,
+            ],
+        ),
+        (
+            raw::RUSAGE_SELF,
+            [
+                &page.own_user_micros,
+                &page.own_system_micros,
+                &page.own_maxrss_kib,
+            ],
+        ),
+    ];
+    for (who, [user, system, maxrss]) in slots {
+        if let Some(usage) = raw::getrusage(who) {
+            user.store(usage.utime.micros(), Ordering::Relaxed);
+            system.store(usage.stime.micros(), Ordering::Relaxed);
+            maxrss.store(usage.maxrss.max(0) as u64, Ordering::Relaxed);
+        }
     }
     page.status.store(status as u32 as u64, Ordering::Relaxed);
     page.filled.store(PAGE_FILLED, Ordering::Release);
@@ -423,43 +405,36 @@ fn kill_descendants() {
 /// One pass over /proc: adds (and stops) every process whose parent is
 /// `root` or already in `found`. Returns how many it added.
 fn scan_descendants(root: pid_t, found: &mut Found) -> usize {
-    let Ok(dir) = raw::open_read(b"/proc\0", true) else {
+    let Ok(pids) = NumberedEntries::<{ 16 << 10 }>::open(b"/proc\0") else {
         return 0;
     };
     let mut added = 0;
-    let mut entries = [0u8; 16 << 10];
     let ours = |found: &Found, pid: pid_t| {
-        read_stat(pid).is_some_and(|s| s.ppid == root || found.contains(s.ppid))
+        ProcStat::read(pid).is_some_and(|s| s.ppid == root || found.contains(s.ppid))
     };
-    'read: while let Ok(n) = raw::getdents64(dir, &mut entries) {
-        if n == 0 {
-            break;
+    for pid in pids {
+        if pid == root || found.contains(pid) || !ours(found, pid) {
+            continue;
         }
-        for pid in dirent_numbers(entries.get(..n).unwrap_or(&[])) {
-            if pid == root || found.contains(pid) || !ours(found, pid) {
+        // The pidfd names whatever has this pid now; a second look at its
+        // parent after opening it makes sure that is our descendant.
+        let pidfd = match raw::pidfd_open(pid) {
+            Ok(fd) if ours(found, pid) => fd,
+            Ok(fd) => {
+                raw::close(fd);
                 continue;
             }
-            // The pidfd names whatever has this pid now; a second look at
-            // its parent after opening it makes sure that is our descendant.
-            let pidfd = match raw::pidfd_open(pid) {
-                Ok(fd) if ours(found, pid) => fd,
-                Ok(fd) => {
-                    raw::close(fd);
-                    continue;
-                }
-                Err(_) => -1,
-            };
-            signal(pid, pidfd, raw::SIGSTOP);
-            if !found.insert(pid, pidfd) {
-                if pidfd >= 0 {
-                    raw::close(pidfd);
-                }
-                break 'read;
+            Err(_) => -1,
+        };
+        signal(pid, pidfd, raw::SIGSTOP);
+        if !found.insert(pid, pidfd) {
+            if pidfd >= 0 {
+                raw::close(pidfd);
             }
-            added += 1;
+            break;
         }
+        added += 1;
     }
-    raw::close(dir);
     added
 }
 
@@ -469,9 +444,9 @@ fn scan_descendants(root: pid_t, found: &mut Found) -> usize {
 fn wait_stopped(found: &Found) {
     let until = raw::now_micros().wrapping_add(STOP_SETTLE_MICROS);
     while raw::now_micros() < until {
-        let running = found.iter().any(|(pid, _)| {
-            read_stat(pid).is_some_and(|s| !matches!(s.state, b'T' | b't' | b'Z' | b'X'))
-        });
+        let running = found
+            .iter()
+            .any(|(pid, _)| ProcStat::read(pid).is_some_and(|s| !s.is_stopped_or_exited()));
         if !running {
             return;
         }
@@ -494,91 +469,4 @@ fn wait_children_gone(deadline: u64) {
             Ok(_) => {}
         }
     }
-}
-
-/// The fields of `/proc/<pid>/stat` the guardian needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub state: u8,
-    pub ppid: pid_t,
-}
-
-/// Reads `/proc/<pid>/stat` into a stack buffer.
-pub fn read_stat(pid: pid_t) -> Option<Stat> {
-    let mut path = [0u8; 32];
-    let len = stat_path(pid, &mut path);
-    let fd = raw::open_read(path.get(..len)?, false).ok()?;
-    let mut buf = [0u8; 512];
-    let n = raw::read(fd, &mut buf);
-    raw::close(fd);
-    parse_stat(buf.get(..n.ok()?)?)
-}
-
-/// Writes `"/proc/<pid>/stat\0"` into `out`; returns its length with the NUL.
-pub fn stat_path(pid: pid_t, out: &mut [u8; 32]) -> usize {
-    let mut digits = [0u8; 12];
-    let number = format_decimal(pid, &mut digits);
-    let number = number.get(..number.len().saturating_sub(1)).unwrap_or(&[]);
-    let mut at = 0;
-    for byte in b"/proc/"
-        .iter()
-        .chain(number.iter())
-        .chain(b"/stat\0".iter())
-    {
-        if let Some(slot) = out.get_mut(at) {
-            *slot = *byte;
-            at += 1;
-        }
-    }
-    at
-}
-
-/// Parses "pid (comm) state ppid ...". The command name may hold spaces and
-/// parentheses, so the fields start after the last ')'.
-pub fn parse_stat(text: &[u8]) -> Option<Stat> {
-    let close = text.iter().rposition(|b| *b == b')')?;
-    let mut fields = text
-        .get(close + 1..)?
-        .split(|b| *b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = *fields.next()?.first()?;
-    let ppid = parse_decimal(fields.next()?)?;
-    Some(Stat { state, ppid })
-}
-
-pub fn parse_decimal(text: &[u8]) -> Option<pid_t> {
-    if text.is_empty() || text.len() > 10 {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for b in text {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + i64::from(b - b'0');
-    }
-    pid_t::try_from(value).ok()
-}
-
-/// The numeric names among the `linux_dirent64` records in `buf` (pids in
-/// `/proc`, descriptors in `/proc/self/fd`).
-pub fn dirent_numbers(buf: &[u8]) -> impl Iterator<Item = pid_t> + '_ {
-    // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
-    const NAME_AT: usize = 19;
-    let mut at = 0usize;
-    core::iter::from_fn(move || loop {
-        let record = buf.get(at..)?;
-        let reclen = usize::from(u16::from_ne_bytes([*record.get(16)?, *record.get(17)?]));
-        if reclen < NAME_AT {
-            return None;
-        }
-        at += reclen;
-        let name = record.get(NAME_AT..reclen)?;
-        let name = name
-            .get(..name.iter().position(|b| *b == 0).unwrap_or(name.len()))
-            .unwrap_or(&[]);
-        if let Some(pid) = parse_decimal(name) {
-            return Some(pid);
-        }
-    })
 }

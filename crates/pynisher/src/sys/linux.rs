@@ -1,5 +1,6 @@
 //! Linux system calls used by the supervisor, the tree walker and the child.
 
+use super::procfs::{NumberedEntries, ProcStat};
 use std::ffi::CStr;
 use std::fs;
 use std::io;
@@ -306,72 +307,6 @@ pub fn timeval(tv: libc::timeval) -> Duration {
     Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000)
 }
 
-/// The fields of `/proc/<pid>/stat` that pynisher uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    pub pid: Pid,
-    /// One-letter state: R, S, D, T, t, Z, X, ...
-    pub state: u8,
-    pub ppid: Pid,
-    pub pgrp: Pid,
-    /// User and system time of the process, in clock ticks.
-    pub utime: u64,
-    pub stime: u64,
-    /// User and system time of its reaped children, in clock ticks.
-    pub cutime: u64,
-    pub cstime: u64,
-    /// Start time after boot in clock ticks; with the pid it names a process
-    /// uniquely.
-    pub starttime: u64,
-    /// Virtual memory size in bytes.
-    pub vsize: u64,
-    /// Resident set size in pages.
-    pub rss: u64,
-}
-
-impl ProcStat {
-    /// Parses the text of `/proc/<pid>/stat`.
-    pub fn parse(text: &str) -> Option<ProcStat> {
-        // The command name is in parentheses and may itself contain spaces and
-        // parentheses, so split at the last ')'.
-        let open = text.find('(')?;
-        let close = text.rfind(')')?;
-        let pid = text[..open].trim().parse().ok()?;
-        let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
-        // `rest[0]` is field 3 (state) of proc_pid_stat(5).
-        let field = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
-        Some(ProcStat {
-            pid,
-            state: *rest.first()?.as_bytes().first()?,
-            ppid: rest.get(1)?.parse().ok()?,
-            pgrp: rest.get(2)?.parse().ok()?,
-            utime: field(14)?,
-            stime: field(15)?,
-            cutime: field(16)?,
-            cstime: field(17)?,
-            starttime: field(22)?,
-            vsize: field(23)?,
-            rss: field(24)?,
-        })
-    }
-
-    /// Reads `/proc/<pid>/stat`; `None` if the process is gone.
-    pub fn read(pid: Pid) -> Option<ProcStat> {
-        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        ProcStat::parse(&text)
-    }
-
-    /// Own plus reaped children's CPU time.
-    pub fn total_cpu(&self) -> Duration {
-        ticks(self.utime + self.stime + self.cutime + self.cstime)
-    }
-
-    /// True once the process has exited (zombie or dead).
-    pub fn is_exited(&self) -> bool {
-        matches!(self.state, b'Z' | b'X' | b'x')
-    }
-}
-
 /// CPU time of every thread of `pid` so far, to the nanosecond, from the
 /// process's CPU-time clock (`clock_getcpuclockid(3)`); `None` if the process
 /// is gone. `/proc/<pid>/stat` counts in clock ticks (10 ms), too coarse for
@@ -403,15 +338,10 @@ pub fn ticks(n: u64) -> Duration {
 
 /// Every process visible in `/proc`.
 pub fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = fs::read_dir("/proc") else {
+    let Ok(pids) = NumberedEntries::<{ 16 << 10 }>::open(b"/proc\0") else {
         return Vec::new();
     };
-    dir.filter_map(|entry| {
-        let name = entry.ok()?.file_name();
-        let pid: Pid = name.to_str()?.parse().ok()?;
-        ProcStat::read(pid)
-    })
-    .collect()
+    pids.filter_map(ProcStat::read).collect()
 }
 
 /// The memory one process of a call is charged for, in bytes: its private
@@ -720,33 +650,6 @@ pub fn become_subreaper() -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-
-    #[test]
-    fn parses_stat_with_awkward_command_names() {
-        let text = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
-                    7 3 2 1 20 0 1 0 12345 9000000 250 18446744073709551615";
-        let stat = ProcStat::parse(text).unwrap();
-        assert_eq!(stat.pid, 4242);
-        assert_eq!(stat.state, b'S');
-        assert_eq!(stat.ppid, 1);
-        assert_eq!(
-            (stat.utime, stat.stime, stat.cutime, stat.cstime),
-            (7, 3, 2, 1)
-        );
-        assert_eq!(stat.starttime, 12345);
-        assert_eq!(stat.vsize, 9_000_000);
-        assert_eq!(stat.rss, 250);
-    }
-
-    #[test]
-    fn reads_own_stat() {
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() };
-        let stat = ProcStat::read(me).unwrap();
-        assert_eq!(stat.pid, me);
-        assert!(!stat.is_exited());
-        assert!(all_processes().iter().any(|p| p.pid == me));
-    }
 
     #[test]
     fn passes_descriptors_over_a_socket() {

@@ -8,6 +8,10 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 #[cfg(target_os = "linux")]
+pub mod procfs;
+#[cfg(target_os = "linux")]
+pub use procfs::ProcStat;
+#[cfg(target_os = "linux")]
 pub mod raw;
 
 #[cfg(not(target_os = "linux"))]
