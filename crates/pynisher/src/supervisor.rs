@@ -6,6 +6,16 @@
 //! it wakes on a short tick to sample the tree and to run the caller's
 //! interrupt check, so Ctrl-C in a Python caller is noticed within
 //! [`CHECK_INTERVAL`].
+//!
+//! The loop's shape (`Supervised::supervise`): `Clocks` holds when each
+//! timed duty is next due (the wall deadline, the hard kill after a grace
+//! period, the discovery scan, the tree sample, the caller's check). Each
+//! turn runs what is due (`on_due_timers`), sleeps in `poll` until the next
+//! clock or an event (`wait_for_event`), and handles the event: data on the
+//! channel (`on_channel`: the start-up's end, a result), an interrupt (the
+//! check runs at once), or the child's exit, after which `finish` kills what
+//! is left, reaps, measures and classifies the call (`classify`). A failed
+//! check or `poll` kills and reaps the tree and returns [`Stop`].
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -166,6 +176,77 @@ struct KillReason {
     /// frame that completes afterwards is a consequence of the kill (say, a
     /// SIGTERM handler that raises) and does not win over it.
     after_result: bool,
+}
+
+/// What the wait loop keeps from one wake-up to the next.
+struct Watch {
+    tree: Tree,
+    clocks: Clocks,
+    /// A fresh interpreter's `Ready` frame, once it arrived: start-up is not
+    /// charged to the call.
+    startup: Option<Ready>,
+    /// Why the supervisor stopped the tree, once it did; from then on the
+    /// wall deadline no longer counts.
+    kill_reason: Option<KillReason>,
+    /// The memory limit when it is enforced by sampling.
+    resident_limit: Option<u64>,
+    /// The last tree sample.
+    sample: Sample,
+    /// The highest private memory any sample saw.
+    peak_private: u64,
+    /// The tree's CPU time against the CPU limit when the result arrived,
+    /// once measured.
+    result_cpu: Option<CpuAtResult>,
+}
+
+/// The call's clocks: when each timed duty of the wait loop is next due.
+struct Clocks {
+    /// When the wall-time limit runs out (before a fresh interpreter's
+    /// `Ready` frame: its start-up budget); `None` if never.
+    wall_deadline: Option<Instant>,
+    /// When the grace period after a soft stop ends and the tree is killed.
+    hard_kill_at: Option<Instant>,
+    /// When the tree is next sampled against the tree limits.
+    next_sample: Instant,
+    /// The scans that remember descendants between samples; `None` if the
+    /// call needs none.
+    discovery: Option<Discovery>,
+    /// When the caller's check next runs.
+    next_check: Instant,
+}
+
+/// Scans for descendants, at first often, then every [`SNAPSHOT_INTERVAL`].
+struct Discovery {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Clocks {
+    /// The next moment the loop must wake up. The wall deadline counts only
+    /// while `deadline_armed` (no kill has begun).
+    fn next_wake(&self, deadline_armed: bool) -> Instant {
+        [
+            Some(self.next_sample),
+            Some(self.next_check),
+            self.discovery.as_ref().map(|d| d.next),
+            self.wall_deadline.filter(|_| deadline_armed),
+            self.hard_kill_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_check)
+    }
+}
+
+/// What woke the loop.
+struct Events {
+    /// The child exited (its pidfd is readable).
+    exited: bool,
+    /// The result channel has data (or was closed).
+    channel: bool,
+    /// Another thread raised the interrupt.
+    interrupt: bool,
 }
 
 impl Supervised {
@@ -379,202 +460,246 @@ impl Supervised {
         mut check: impl FnMut() -> Result<(), E>,
         interrupt_fd: Option<std::os::fd::RawFd>,
     ) -> Result<Finished, Stop<E>> {
+        let mut watch = self.start_watch();
+        loop {
+            if let Err(err) = self.on_due_timers(&mut watch, &mut check) {
+                self.stop_interrupted(&mut watch.tree);
+                return Err(Stop::Interrupted(err));
+            }
+            let events = match self.wait_for_event(&watch, interrupt_fd) {
+                Ok(events) => events,
+                Err(err) => {
+                    self.kill_tree(&mut watch.tree);
+                    let _ = self.reap();
+                    return Err(Stop::Failed(Error::os("poll", err)));
+                }
+            };
+            if events.channel {
+                self.on_channel(&mut watch);
+            }
+            if events.interrupt {
+                watch.clocks.next_check = Instant::now();
+            }
+            if events.exited {
+                return self.finish(watch);
+            }
+        }
+    }
+
+    /// The wait's state at its start: every clock set from the start of the
+    /// call.
+    fn start_watch(&self) -> Watch {
         let mut tree = Tree::new(self.pid);
         if self.guarded {
             tree = tree.without_root_memory();
         }
-        // Start-up of a fresh interpreter is not charged to the call: its
-        // `Ready` frame restarts the clock and sets the CPU baseline. Until
-        // then only a start-up budget applies, so that a hung import still
-        // ends.
-        let mut startup: Option<Ready> = None;
-        // A deadline the clock cannot represent (say, `Duration::MAX`) is
-        // never reached: `checked_add` makes it `None`.
+        // Until a fresh interpreter's `Ready` frame, only its start-up budget
+        // applies (so that a hung import still ends).
         let budget = if self.expects_ready {
             startup_budget(&self.limits)
         } else {
             self.limits.wall_time
         };
-        let mut wall_deadline = budget.and_then(|t| self.started.checked_add(t));
-        let mut kill_reason: Option<KillReason> = None;
-        let mut hard_kill_at: Option<Instant> = None;
         let resident_limit = self.resident_limit();
-        let mut next_sample = self.started + self.first_sample_delay();
         // Without a guardian, discover early and often at first, then every
         // SNAPSHOT_INTERVAL: a descendant that escapes the process group and
         // outlives a crashing child can only be killed if a scan saw it
         // first. A guardian holds every orphan itself, so its call is only
         // scanned to sample tree limits (and when it is stopped).
         let discovers = !self.guarded || self.limits.cpu_time.is_some() || resident_limit.is_some();
-        let mut discover_interval = MIN_SAMPLE_INTERVAL;
-        let mut next_discover = self.started + discover_interval;
-        let mut next_check = Instant::now() + CHECK_INTERVAL;
-        let mut sample = Sample::default();
-        let mut peak_private = 0u64;
-        // The CPU time of the tree when the result arrived, once measured.
-        let mut result_cpu: Option<CpuAtResult> = None;
+        let clocks = Clocks {
+            // A deadline the clock cannot represent (say, `Duration::MAX`) is
+            // never reached: `checked_add` makes it `None`.
+            wall_deadline: budget.and_then(|t| self.started.checked_add(t)),
+            hard_kill_at: None,
+            next_sample: self.started + self.first_sample_delay(),
+            discovery: discovers.then(|| Discovery {
+                interval: MIN_SAMPLE_INTERVAL,
+                next: self.started + MIN_SAMPLE_INTERVAL,
+            }),
+            next_check: Instant::now() + CHECK_INTERVAL,
+        };
+        Watch {
+            tree,
+            clocks,
+            startup: None,
+            kill_reason: None,
+            resident_limit,
+            sample: Sample::default(),
+            peak_private: 0,
+            result_cpu: None,
+        }
+    }
 
-        loop {
-            let now = Instant::now();
-            if kill_reason.is_none() {
-                if let Some(deadline) = wall_deadline.filter(|d| now >= *d) {
-                    let limit = self.limits.wall_time.unwrap_or_default();
-                    let detail = if self.expects_ready && startup.is_none() {
-                        format!(
-                            "the child did not finish starting up (starting the interpreter, \
-                             importing and unpickling the function) within {:.3} s; \
-                             stopped with SIGTERM",
-                            (now - self.started).as_secs_f64()
-                        )
-                    } else {
-                        format!(
-                            "wall time {:.3} s reached the limit of {}; stopped with SIGTERM",
-                            (now - self.started).as_secs_f64(),
-                            fmt_secs(limit)
-                        )
-                    };
-                    // A call that waits in a stopped process never ends by
-                    // itself; say so, since the usual cause is the terminal.
-                    tree.discover();
-                    let detail = match tree.stopped() {
-                        0 => detail,
-                        n => format!(
-                            "{detail}; {n} of its processes had been stopped by a signal: a \
-                             process that reads from its terminal while in the background \
-                             (the caller was not in the terminal's foreground) is stopped by \
-                             SIGTTIN"
-                        ),
-                    };
-                    kill_reason = Some(KillReason {
-                        status: Status::WallTime,
-                        detail,
-                        after_result: self.has_result(),
-                    });
-                    self.soft_stop(&mut tree, libc::SIGTERM);
-                    hard_kill_at = deadline.max(now).checked_add(self.limits.grace_period);
-                }
-            }
-            if hard_kill_at.is_some_and(|at| now >= at) {
-                self.kill_tree(&mut tree);
-                hard_kill_at = None;
-            }
-            if discovers && now >= next_discover {
-                tree.discover();
-                discover_interval = (discover_interval * 2).min(SNAPSHOT_INTERVAL);
-                next_discover = now + discover_interval;
-            }
-            if now >= next_sample {
-                let measure_started = Instant::now();
-                sample = tree.measure(resident_limit.is_some());
-                let sample_cost = measure_started.elapsed();
-                peak_private = peak_private.max(sample.memory);
-                // Before start-up is over the CPU limit does not apply yet.
-                let started_up = !self.expects_ready || startup.is_some();
-                if kill_reason.is_none() && started_up {
-                    if let Some(mut reason) =
-                        self.check_tree_limits(&net_of_startup(sample, startup))
-                    {
-                        reason.after_result = self.has_result();
-                        let status = reason.status;
-                        kill_reason = Some(reason);
-                        if status == Status::Memory {
-                            // Over the memory limit the machine itself is at
-                            // risk: no grace period.
-                            self.kill_tree(&mut tree);
-                        } else {
-                            self.soft_stop(&mut tree, libc::SIGXCPU);
-                            hard_kill_at = now.checked_add(self.limits.grace_period);
-                        }
-                    }
-                }
-                next_sample =
-                    now + self.sample_interval(net_of_startup(sample, startup).cpu, sample_cost);
-            }
-            if now >= next_check {
-                if let Err(err) = check() {
-                    if let Some(signal) = self.interrupt_signal {
-                        self.soft_stop(&mut tree, signal);
-                        let mut fd = [libc::pollfd {
-                            fd: self.pidfd.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        }];
-                        let _ = sys::poll(&mut fd, Some(self.limits.grace_period));
-                    }
-                    self.kill_tree(&mut tree);
-                    let _ = self.reap();
-                    return Err(Stop::Interrupted(err));
-                }
-                next_check = now + CHECK_INTERVAL;
-            }
-
-            let mut wake = next_sample.min(next_check);
-            if discovers {
-                wake = wake.min(next_discover);
-            }
-            if kill_reason.is_none() {
-                if let Some(deadline) = wall_deadline {
-                    wake = wake.min(deadline);
-                }
-            }
-            if let Some(at) = hard_kill_at {
-                wake = wake.min(at);
-            }
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.pidfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: -1,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: interrupt_fd.unwrap_or(-1),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            if let Some(rx) = self.receiver.as_ref().filter(|rx| !rx.is_done()) {
-                fds[1].fd = rx.fd().as_raw_fd();
-            }
-            if let Err(err) = sys::poll(
-                &mut fds,
-                Some(wake.saturating_duration_since(Instant::now())),
-            ) {
-                self.kill_tree(&mut tree);
-                let _ = self.reap();
-                return Err(Stop::Failed(Error::os("poll", err)));
-            }
-            if fds[1].revents != 0 {
-                if let Some(rx) = self.receiver.as_mut() {
-                    rx.pump();
-                    if let (None, Some(ready)) = (startup, rx.ready()) {
-                        startup = Some(ready);
-                        self.started = ready.at;
-                        wall_deadline = self.limits.wall_time.and_then(|t| ready.at.checked_add(t));
-                    }
-                }
-                if kill_reason.is_none() && result_cpu.is_none() && self.has_result() {
-                    let at_result = self.cpu_at_result(&mut tree, startup);
-                    if let CpuAtResult::Over(reason) = &at_result {
-                        kill_reason = Some(reason.clone());
-                        self.soft_stop(&mut tree, libc::SIGXCPU);
-                        hard_kill_at = Instant::now().checked_add(self.limits.grace_period);
-                    }
-                    result_cpu = Some(at_result);
-                }
-            }
-            if fds[2].revents != 0 {
-                next_check = Instant::now();
-            }
-            if fds[0].revents != 0 {
-                break;
+    /// Runs whatever is due, in this order: the wall deadline, the hard kill
+    /// after a grace period, the discovery scan, the tree sample and the
+    /// caller's check (whose error it returns).
+    fn on_due_timers<E>(
+        &self,
+        watch: &mut Watch,
+        check: &mut impl FnMut() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let now = Instant::now();
+        if watch.kill_reason.is_none() {
+            if let Some(deadline) = watch.clocks.wall_deadline.filter(|d| now >= *d) {
+                self.on_wall_deadline(watch, deadline, now);
             }
         }
+        if watch.clocks.hard_kill_at.is_some_and(|at| now >= at) {
+            self.kill_tree(&mut watch.tree);
+            watch.clocks.hard_kill_at = None;
+        }
+        if let Some(discovery) = watch.clocks.discovery.as_mut().filter(|d| now >= d.next) {
+            watch.tree.discover();
+            discovery.interval = (discovery.interval * 2).min(SNAPSHOT_INTERVAL);
+            discovery.next = now + discovery.interval;
+        }
+        if now >= watch.clocks.next_sample {
+            self.on_sample(watch, now);
+        }
+        if now >= watch.clocks.next_check {
+            check()?;
+            watch.clocks.next_check = now + CHECK_INTERVAL;
+        }
+        Ok(())
+    }
 
+    /// The wall-time limit (or the start-up budget) ran out at `deadline`:
+    /// the soft stop, and the hard kill after the grace period.
+    fn on_wall_deadline(&self, watch: &mut Watch, deadline: Instant, now: Instant) {
+        let elapsed = (now - self.started).as_secs_f64();
+        let detail = if self.expects_ready && watch.startup.is_none() {
+            format!(
+                "the child did not finish starting up (starting the interpreter, importing and \
+                 unpickling the function) within {elapsed:.3} s; stopped with SIGTERM"
+            )
+        } else {
+            format!(
+                "wall time {elapsed:.3} s reached the limit of {}; stopped with SIGTERM",
+                fmt_secs(self.limits.wall_time.unwrap_or_default())
+            )
+        };
+        // A call that waits in a stopped process never ends by itself; say
+        // so, since the usual cause is the terminal.
+        watch.tree.discover();
+        let detail = match watch.tree.stopped() {
+            0 => detail,
+            n => format!(
+                "{detail}; {n} of its processes had been stopped by a signal: a process that \
+                 reads from its terminal while in the background (the caller was not in the \
+                 terminal's foreground) is stopped by SIGTTIN"
+            ),
+        };
+        watch.kill_reason = Some(KillReason {
+            status: Status::WallTime,
+            detail,
+            after_result: self.has_result(),
+        });
+        self.soft_stop(&mut watch.tree, libc::SIGTERM);
+        watch.clocks.hard_kill_at = deadline.max(now).checked_add(self.limits.grace_period);
+    }
+
+    /// Samples the tree, stops it if it broke a tree limit, and sets the
+    /// next sample.
+    fn on_sample(&self, watch: &mut Watch, now: Instant) {
+        let measure_started = Instant::now();
+        watch.sample = watch.tree.measure(watch.resident_limit.is_some());
+        let sample_cost = measure_started.elapsed();
+        watch.peak_private = watch.peak_private.max(watch.sample.memory);
+        let net = net_of_startup(watch.sample, watch.startup);
+        // Before start-up is over the CPU limit does not apply yet.
+        let started_up = !self.expects_ready || watch.startup.is_some();
+        if watch.kill_reason.is_none() && started_up {
+            if let Some(mut reason) = self.check_tree_limits(&net) {
+                reason.after_result = self.has_result();
+                let status = reason.status;
+                watch.kill_reason = Some(reason);
+                if status == Status::Memory {
+                    // Over the memory limit the machine itself is at risk: no
+                    // grace period.
+                    self.kill_tree(&mut watch.tree);
+                } else {
+                    self.soft_stop(&mut watch.tree, libc::SIGXCPU);
+                    watch.clocks.hard_kill_at = now.checked_add(self.limits.grace_period);
+                }
+            }
+        }
+        watch.clocks.next_sample = now + self.sample_interval(net.cpu, sample_cost);
+    }
+
+    /// The caller's check failed: stop the tree (with the interrupt signal
+    /// and its grace period first, if one is set), kill and reap it.
+    fn stop_interrupted(&self, tree: &mut Tree) {
+        if let Some(signal) = self.interrupt_signal {
+            self.soft_stop(tree, signal);
+            let mut fd = [libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = sys::poll(&mut fd, Some(self.limits.grace_period));
+        }
+        self.kill_tree(tree);
+        let _ = self.reap();
+    }
+
+    /// Sleeps in `poll` until the child exits, the channel or the interrupt
+    /// descriptor is readable, or the next clock is due.
+    fn wait_for_event(
+        &self,
+        watch: &Watch,
+        interrupt_fd: Option<std::os::fd::RawFd>,
+    ) -> std::io::Result<Events> {
+        let wake = watch.clocks.next_wake(watch.kill_reason.is_none());
+        let channel = self
+            .receiver
+            .as_ref()
+            .filter(|rx| !rx.is_done())
+            .map_or(-1, |rx| rx.fd().as_raw_fd());
+        let mut fds =
+            [self.pidfd.as_raw_fd(), channel, interrupt_fd.unwrap_or(-1)].map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        sys::poll(
+            &mut fds,
+            Some(wake.saturating_duration_since(Instant::now())),
+        )?;
+        Ok(Events {
+            exited: fds[0].revents != 0,
+            channel: fds[1].revents != 0,
+            interrupt: fds[2].revents != 0,
+        })
+    }
+
+    /// Data arrived on the result channel: a fresh interpreter's `Ready`
+    /// frame restarts the clock, and a complete result is checked against
+    /// the CPU limit.
+    fn on_channel(&mut self, watch: &mut Watch) {
+        if let Some(rx) = self.receiver.as_mut() {
+            rx.pump();
+            if let (None, Some(ready)) = (watch.startup, rx.ready()) {
+                watch.startup = Some(ready);
+                self.started = ready.at;
+                watch.clocks.wall_deadline =
+                    self.limits.wall_time.and_then(|t| ready.at.checked_add(t));
+            }
+        }
+        if watch.kill_reason.is_none() && watch.result_cpu.is_none() && self.has_result() {
+            let at_result = self.cpu_at_result(&mut watch.tree, watch.startup);
+            if let CpuAtResult::Over(reason) = &at_result {
+                watch.kill_reason = Some(reason.clone());
+                self.soft_stop(&mut watch.tree, libc::SIGXCPU);
+                watch.clocks.hard_kill_at = Instant::now().checked_add(self.limits.grace_period);
+            }
+            watch.result_cpu = Some(at_result);
+        }
+    }
+
+    /// The child has exited: clean up what is left, reap it, measure and
+    /// classify the call.
+    fn finish<E>(mut self, mut watch: Watch) -> Result<Finished, Stop<E>> {
         // The child has exited but is not reaped yet, so its pid (and its
         // process group) cannot be reused while the rest is cleaned up.
         let ended = Instant::now();
@@ -582,48 +707,22 @@ impl Supervised {
             rx.pump();
         }
         let has_result = self.has_result();
-        if kill_reason.is_none() && result_cpu.is_none() && has_result {
-            let at_result = self.cpu_at_result(&mut tree, startup);
+        if watch.kill_reason.is_none() && watch.result_cpu.is_none() && has_result {
+            let at_result = self.cpu_at_result(&mut watch.tree, watch.startup);
             if let CpuAtResult::Over(reason) = &at_result {
-                kill_reason = Some(reason.clone());
+                watch.kill_reason = Some(reason.clone());
             }
-            result_cpu = Some(at_result);
+            watch.result_cpu = Some(at_result);
         }
-        // A guardian has already killed what the call left (unless it was
-        // meant to survive); only a limit or a command needs the (costlier)
-        // scan here. The group kill is one cheap backstop.
-        let must_scan =
-            !self.guarded && self.terminate_descendants && (!has_result || tree.members_seen() > 0);
-        if kill_reason.is_some() || must_scan {
-            self.kill_tree(&mut tree);
-        } else if self.terminate_descendants {
-            let _ = sys::kill(-self.pid, libc::SIGKILL);
-        }
+        self.kill_what_is_left(&mut watch, has_result);
         let reaped = self
             .reap()
             .map_err(|e| Stop::Failed(Error::os("collecting the exit status", e)))?;
-
         let (exit, rusage) = match reaped {
             Some((status, usage)) => (Some(Exit::from_wait_status(status)), Some(usage)),
             None => (None, None),
         };
-        let mut usage = measure(
-            ended.saturating_duration_since(self.started),
-            rusage,
-            net_of_startup(sample, startup),
-            startup,
-        );
-        if let Some(report) = self
-            .page
-            .as_ref()
-            .filter(|_| self.peak_from_page)
-            .and_then(CallPage::read)
-        {
-            usage.peak_memory = report.reaped.peak_memory;
-        }
-        if resident_limit.is_some() {
-            usage.peak_memory = peak_private;
-        }
+        let mut usage = self.usage(&watch, ended, rusage);
         if !self.terminate_descendants {
             if let Some(cgroup) = self.cgroup.as_mut() {
                 cgroup.keep_survivors();
@@ -635,40 +734,13 @@ impl Supervised {
             }
             cgroup.oom_kills() > 0
         });
-        let mut frame = None;
-        let mut corrupt = None;
-        if let Some(rx) = self.receiver.as_mut() {
-            match rx.state().clone() {
-                Received::Complete(_) => match rx.take_frame() {
-                    Ok(f) => frame = f,
-                    Err(err) => corrupt = Some(format!("could not read the result: {err}")),
-                },
-                Received::Corrupt(why) => corrupt = Some(why),
-                Received::Pending => {}
-            }
-        }
+        let (frame, corrupt) = self.take_frame();
         let returned = frame
             .as_ref()
             .is_some_and(|f| matches!(f.tag, Tag::Value | Tag::Error));
-        if let (Some(CpuAtResult::Unmeasured), Some(limit), None, true) =
-            (&result_cpu, self.limits.cpu_time, &kill_reason, returned)
-        {
-            // The call's processes were gone before they could be measured,
-            // so only the kernel's account at its end (which includes the
-            // little CPU time spent exiting) can tell. The tree is dead by
-            // now, unless `terminate_descendants` is off.
-            let cpu = usage.cpu_time();
-            if cpu >= limit {
-                kill_reason = Some(KillReason {
-                    status: Status::CpuTime,
-                    detail: format!(
-                        "CPU time {:.3} s of the process tree reached the limit of {} \
-                         before the call ended (it returned between two samples)",
-                        cpu.as_secs_f64(),
-                        fmt_secs(limit)
-                    ),
-                    after_result: false,
-                });
+        if watch.kill_reason.is_none() && returned {
+            if let Some(CpuAtResult::Unmeasured) = watch.result_cpu {
+                watch.kill_reason = self.cpu_at_exit(&usage);
             }
         }
         // Only a SIGKILL can be the OOM killer's.
@@ -686,7 +758,7 @@ impl Supervised {
         let (status, detail) = classify(
             &self.limits,
             frame.as_ref(),
-            kill_reason,
+            watch.kill_reason,
             evidence,
             &usage,
             corrupt,
@@ -699,6 +771,79 @@ impl Supervised {
                 detail,
             },
             frame,
+        })
+    }
+
+    /// Kills what the call left once its child exited. A guardian has
+    /// already killed it (unless it was meant to survive); only a limit or a
+    /// command needs the (costlier) scan here. The group kill is one cheap
+    /// backstop.
+    fn kill_what_is_left(&self, watch: &mut Watch, has_result: bool) {
+        let must_scan = !self.guarded
+            && self.terminate_descendants
+            && (!has_result || watch.tree.members_seen() > 0);
+        if watch.kill_reason.is_some() || must_scan {
+            self.kill_tree(&mut watch.tree);
+        } else if self.terminate_descendants {
+            let _ = sys::kill(-self.pid, libc::SIGKILL);
+        }
+    }
+
+    /// What the call used, from the child's rusage, the last sample and the
+    /// guardian's page.
+    fn usage(&self, watch: &Watch, ended: Instant, rusage: Option<libc::rusage>) -> Usage {
+        let mut usage = measure(
+            ended.saturating_duration_since(self.started),
+            rusage,
+            net_of_startup(watch.sample, watch.startup),
+            watch.startup,
+        );
+        if let Some(report) = self
+            .page
+            .as_ref()
+            .filter(|_| self.peak_from_page)
+            .and_then(CallPage::read)
+        {
+            usage.peak_memory = report.reaped.peak_memory;
+        }
+        if watch.resident_limit.is_some() {
+            usage.peak_memory = watch.peak_private;
+        }
+        usage
+    }
+
+    /// The complete frame the child sent, or why what it sent is unusable.
+    fn take_frame(&mut self) -> (Option<Frame>, Option<String>) {
+        let Some(rx) = self.receiver.as_mut() else {
+            return (None, None);
+        };
+        match rx.state().clone() {
+            Received::Complete(_) => match rx.take_frame() {
+                Ok(frame) => (frame, None),
+                Err(err) => (None, Some(format!("could not read the result: {err}"))),
+            },
+            Received::Corrupt(why) => (None, Some(why)),
+            Received::Pending => (None, None),
+        }
+    }
+
+    /// For a call whose processes were gone before they could be measured
+    /// at its result: only the kernel's account at its end (which includes
+    /// the little CPU time spent exiting) can tell whether it reached the
+    /// CPU limit. The tree is dead by now, unless `terminate_descendants` is
+    /// off.
+    fn cpu_at_exit(&self, usage: &Usage) -> Option<KillReason> {
+        let limit = self.limits.cpu_time?;
+        let cpu = usage.cpu_time();
+        (cpu >= limit).then(|| KillReason {
+            status: Status::CpuTime,
+            detail: format!(
+                "CPU time {:.3} s of the process tree reached the limit of {} before the call \
+                 ended (it returned between two samples)",
+                cpu.as_secs_f64(),
+                fmt_secs(limit)
+            ),
+            after_result: false,
         })
     }
 
