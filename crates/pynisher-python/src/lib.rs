@@ -285,7 +285,9 @@ impl PayloadPy {
         let buf = unsafe {
             std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), length)
         };
-        fill(buf)?;
+        // A large copy runs without the GIL (other threads go on); nothing
+        // else can see the object yet.
+        py.detach(|| fill(buf))?;
         Ok(bytes)
     }
 
