@@ -24,6 +24,7 @@ Cases:
     floor-build       build that value in a forked child and return only its length
     throughput        calls per second from N caller threads
     floor-throughput  the same with raw forks
+    floor-exec-throughput  the same with ``python -c pass`` runs
     cpu-overshoot     CPU time a busy loop burns past its CPU-time limit
     memory-delay      how late and how far past the limit a growing
                       allocation is stopped, at a given allocation rate
@@ -417,6 +418,16 @@ def case_floor_throughput(params: dict) -> dict:
     return run_threads(lambda: lambda: raw_fork_call(targets.noop), params)
 
 
+def case_floor_exec_throughput(params: dict) -> dict:
+    command = [sys.executable, "-c", "pass"]
+
+    def call() -> Any:
+        subprocess.run(command, check=True)
+        return targets.NOOP_RESULT  # the exit status was checked
+
+    return run_threads(lambda: call, params)
+
+
 # --------------------------------------------------------------------------
 # precision of the CPU-time and memory limits
 
@@ -643,6 +654,7 @@ CASES: dict[str, Callable[[dict], dict]] = {
     "floor-build": case_floor_build,
     "throughput": case_throughput,
     "floor-throughput": case_floor_throughput,
+    "floor-exec-throughput": case_floor_exec_throughput,
     "cpu-overshoot": case_cpu_overshoot,
     "memory-delay": case_memory_delay,
     "heavy": case_heavy,
