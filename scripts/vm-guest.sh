@@ -10,7 +10,7 @@
 # tests exist to run here.
 set -uo pipefail
 OUT=$1
-: "${PYTHON:?}" "${RUST_TESTS:?}"
+: "${PYTHON:?}" "${RUST_TESTS:?}" "${VM_TESTS:?}"
 cd "$(dirname "$0")/.."
 touch "$OUT/started"
 
@@ -67,6 +67,8 @@ PYTEST=("$PYTHON" -m pytest -p no:cacheprovider -v -rsxX)
 
 step "Rust: the cgroup module's tests, the ignored ones included" \
   env PYNISHER_CGROUP="$DELEGATED" "$RUST_TESTS" --include-ignored cgroup::
+step "Rust: tests/vm.rs (root, and a caller under the outside cap $CAPPED)" \
+  in_capped_cgroup env PYNISHER_TEST_OUTSIDE_CAP="$CAPPED" "$VM_TESTS" --include-ignored --test-threads=1
 step "pytest: the cgroup v2 backend and the resident memory mode on it" \
   env PYNISHER_CGROUP="$DELEGATED" "${PYTEST[@]}" tests/test_cgroup.py tests/test_basic.py -k "cgroup or resident"
 step "pytest: calls whose caller is under an outside memory cap ($CAPPED)" \

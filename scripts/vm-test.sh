@@ -68,17 +68,20 @@ KERNEL=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sort -V | tail -1) || true
 [[ -n $KERNEL ]] || skip "no Debian kernel in /boot (linux-image-amd64)"
 [[ -r $KERNEL ]] || skip "$KERNEL is not readable by $(id -un) (Debian installs it for root only)"
 
-# --- the Rust crate's cgroup tests run in the VM from a binary built here
-say "building the Rust crate's test binary"
-RUST_TESTS=$(cargo test -p pynisher --lib --no-run --message-format=json 2>/dev/null |
+# --- the Rust tests run in the VM from binaries built here: the crate's own
+# (for its cgroup module) and tests/vm.rs (root, and the outside cap)
+say "building the Rust test binaries"
+read -r RUST_TESTS VM_TESTS < <(cargo test -p pynisher --lib --test vm --no-run --message-format=json 2>/dev/null |
   "$PYTHON_PATH" -c '
 import json, sys
+found = {}
 for line in sys.stdin:
     msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "pynisher":
-        print(msg["executable"])
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
+        found[msg["target"]["name"]] = msg["executable"]
+print(found.get("pynisher", "-"), found.get("vm", "-"))
 ') || true
-[[ -x $RUST_TESTS ]] || { say "could not build the Rust test binary"; exit 1; }
+[[ -x ${RUST_TESTS:-} && -x ${VM_TESTS:-} ]] || { say "could not build the Rust test binaries"; exit 1; }
 
 # --- KVM where it works (it boots in seconds); plain emulation otherwise
 boot() { # boot ACCEL TIMEOUT OUTDIR COMMAND...
@@ -116,7 +119,7 @@ say "booting $KERNEL (${accel:-KVM}) and running scripts/vm-guest.sh"
 started=$SECONDS
 rc=0
 boot "$accel" "$GUEST_TIMEOUT" "$OUT" \
-  "env PYTHON=$PYTHON_PATH RUST_TESTS=$RUST_TESTS bash $REPO/scripts/vm-guest.sh $OUT" 2>&1 |
+  "env PYTHON=$PYTHON_PATH RUST_TESTS=$RUST_TESTS VM_TESTS=$VM_TESTS bash $REPO/scripts/vm-guest.sh $OUT" 2>&1 |
   tee "$VM_DIR/run.log" || rc=$?
 say "VM step took $((SECONDS - started)) s"
 if [[ ! -e $OUT/started ]]; then
