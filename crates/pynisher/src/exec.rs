@@ -34,7 +34,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::channel;
 use crate::child::ChildSetup;
@@ -42,7 +41,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fork::CallOptions;
 use crate::guardian::CallPage;
 use crate::limits::Limits;
-use crate::supervisor::Supervised;
+use crate::supervisor::{StartMark, Supervised};
 use crate::sys::{self, Pid};
 
 /// Where `PATH` is searched when neither the program nor the caller sets it.
@@ -224,7 +223,7 @@ fn resolve_program(
 /// [`ChildSetup::apply_limits`] too if `limits_before_exec` (a command; a
 /// fresh interpreter applies them itself after its start-up).
 ///
-/// Returns the child's pid and when it was started.
+/// Returns the child's pid and the [`StartMark`] taken just before it started.
 ///
 /// # Errors
 /// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`] if
@@ -234,7 +233,7 @@ pub fn start(
     program: &Program,
     setup: &ChildSetup,
     limits_before_exec: bool,
-) -> Result<(Pid, Instant)> {
+) -> Result<(Pid, StartMark)> {
     let (read_end, write_end) = sys::pipe().map_err(|e| Error::os("creating a pipe", e))?;
     let mut parked: Vec<RawFd> = vec![-1; program.fds.len()];
     let mut args = ChildArgs {
@@ -249,7 +248,7 @@ pub fn start(
     // it execs, so no handler of the caller may run in it. It resets every
     // disposition and then sets its own mask.
     let blocked = sys::SignalsBlocked::new();
-    let started = Instant::now();
+    let started = StartMark::now();
     // SAFETY: CLONE_VM | CLONE_VFORK is what posix_spawn does: the child
     // shares this address space but runs on its own stack, and this thread
     // is suspended until the child has called execve or exited, so nothing

@@ -1,14 +1,13 @@
 //! Run code in a forked child under limits.
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 use crate::channel::{self, Sender, Tag};
 use crate::child::ChildSetup;
 use crate::error::{Error, Result};
 use crate::guardian;
 use crate::limits::Limits;
-use crate::supervisor::Supervised;
+use crate::supervisor::{StartMark, Supervised};
 use crate::sys;
 
 /// Exit code of a child whose body returned without sending a frame.
@@ -80,7 +79,7 @@ where
     let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
 
     hooks.before();
-    let started = Instant::now();
+    let started = StartMark::now();
     // SAFETY: fork has no memory-safety preconditions of its own; what the
     // child may do is the caller's contract, documented above.
     let pid = unsafe { libc::fork() };

@@ -31,7 +31,9 @@ use crate::fork::{self, ForkHooks};
 use crate::guardian::CallPage;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, Status, Usage};
-use crate::supervisor::{startup_budget, Finished, RemoteExit, Supervised, STARTUP_BUDGET};
+use crate::supervisor::{
+    startup_budget, Finished, RemoteExit, StartMark, Supervised, STARTUP_BUDGET,
+};
 use crate::sys::{self, Pid};
 
 /// The descriptor at which the server finds its control socket.
@@ -125,7 +127,7 @@ impl ForkServer {
         interrupt: Option<&Interrupt>,
     ) -> Result<CallStart> {
         limits.validate()?;
-        let started = Instant::now();
+        let started = StartMark::now();
         let gone = |why: String| Error::from(ErrorKind::ForkServer(why));
         // The request names the call's cgroup, if it has one; the child joins
         // it first thing.
@@ -150,7 +152,7 @@ impl ForkServer {
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
         drop((theirs, write_end, memfd));
 
-        let deadline = startup_budget(limits).and_then(|budget| started.checked_add(budget));
+        let deadline = startup_budget(limits).and_then(|budget| started.at().checked_add(budget));
         loop {
             let mut poll = [
                 libc::pollfd {
@@ -176,7 +178,7 @@ impl ForkServer {
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.kill();
-                return Ok(CallStart::NotStarted(not_started(limits, started)));
+                return Ok(CallStart::NotStarted(not_started(limits, started.at())));
             }
         }
         let mut buf = [0u8; 4];

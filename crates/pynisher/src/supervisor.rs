@@ -66,6 +66,8 @@ pub struct Supervised {
     reaper: Reaper,
     receiver: Option<Receiver>,
     limits: Limits,
+    /// When the call's wall time started: at the start mark, or for a fresh
+    /// interpreter at the end of its start-up.
     started: Instant,
     terminate_descendants: bool,
     interrupt_signal: Option<i32>,
@@ -83,9 +85,9 @@ pub struct Supervised {
     /// Take the peak memory from the page (a spawned interpreter's own peak
     /// includes the caller's, since Linux carries it across `execve`).
     peak_from_page: bool,
-    /// The OOM kills of the caller's own memory cgroup, counted from the
-    /// start of supervision: the evidence of a memory cap outside pynisher.
-    outside_oom: Option<OomCounter>,
+    /// The mark taken before the child started; its OOM-kill count is the
+    /// evidence of a memory cap outside pynisher.
+    start: StartMark,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -249,9 +251,44 @@ struct Events {
     interrupt: bool,
 }
 
+/// The mark of a call's start, taken right *before* its process is started
+/// (the fork, the clone or the forkserver's request), and required to take
+/// charge of it ([`Supervised::new`], [`Supervised::remote`]): when its wall
+/// time starts, and the first read of the caller's OOM-kill counter, the
+/// evidence of a memory cap outside pynisher. Read after the start, that
+/// count could already include an OOM kill of the call's first microseconds,
+/// which would then not count as the call's and leave it `crashed`.
+#[derive(Debug)]
+pub struct StartMark {
+    at: Instant,
+    outside_oom: Option<OomCounter>,
+}
+
+impl StartMark {
+    /// Takes the mark: call it before the process exists.
+    pub fn now() -> StartMark {
+        let outside_oom = OomCounter::start();
+        StartMark {
+            at: Instant::now(),
+            outside_oom,
+        }
+    }
+
+    /// When the call started.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// The OOM kills the caller's memory cgroup counted since the mark, if
+    /// it has a readable counter.
+    pub fn oom_kills_since(&self) -> Option<OomKills> {
+        self.outside_oom.as_ref().and_then(OomCounter::since_start)
+    }
+}
+
 impl Supervised {
-    /// Takes charge of `pid`, an unreaped child of this process started at
-    /// `started`.
+    /// Takes charge of `pid`, an unreaped child of this process started
+    /// just after `start` was taken.
     ///
     /// # Errors
     /// The pidfd could not be opened.
@@ -259,7 +296,7 @@ impl Supervised {
         pid: Pid,
         receiver: Option<Receiver>,
         limits: Limits,
-        started: Instant,
+        start: StartMark,
         terminate_descendants: bool,
     ) -> Result<Supervised, Error> {
         let pidfd = sys::pidfd_open(pid).map_err(|e| Error::os("pidfd_open", e))?;
@@ -269,7 +306,7 @@ impl Supervised {
             Reaper::Parent,
             receiver,
             limits,
-            started,
+            start,
             terminate_descendants,
         ))
     }
@@ -280,7 +317,7 @@ impl Supervised {
         reaper: Reaper,
         receiver: Option<Receiver>,
         limits: Limits,
-        started: Instant,
+        start: StartMark,
         terminate_descendants: bool,
     ) -> Supervised {
         Supervised {
@@ -289,7 +326,7 @@ impl Supervised {
             reaper,
             receiver,
             limits,
-            started,
+            started: start.at,
             terminate_descendants,
             interrupt_signal: None,
             expects_ready: false,
@@ -297,7 +334,7 @@ impl Supervised {
             guarded: false,
             page: None,
             peak_from_page: false,
-            outside_oom: OomCounter::start(),
+            start,
         }
     }
 
@@ -318,7 +355,7 @@ impl Supervised {
         exit_socket: OwnedFd,
         receiver: Receiver,
         limits: Limits,
-        started: Instant,
+        start: StartMark,
         terminate_descendants: bool,
     ) -> Supervised {
         Supervised::build(
@@ -327,7 +364,7 @@ impl Supervised {
             Reaper::Remote(exit_socket),
             Some(receiver),
             limits,
-            started,
+            start,
             terminate_descendants,
         )
     }
@@ -745,9 +782,7 @@ impl Supervised {
         }
         // Only a SIGKILL can be the OOM killer's.
         let outside_oom = match exit {
-            Some(Exit::Signal(libc::SIGKILL)) if frame.is_none() => {
-                self.outside_oom.as_ref().and_then(OomCounter::since_start)
-            }
+            Some(Exit::Signal(libc::SIGKILL)) if frame.is_none() => self.start.oom_kills_since(),
             _ => None,
         };
         let evidence = Evidence {

@@ -4,10 +4,11 @@
 //! the capped cgroup it names in `PYNISHER_TEST_OUTSIDE_CAP`.
 
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use pynisher::{fork_with, CallOptions, Limits, NoHooks, Status, Supervised};
+use pynisher::{fork_with, CallOptions, ForkHooks, Limits, NoHooks, Status, Supervised};
 
 fn options() -> CallOptions {
     CallOptions {
@@ -36,6 +37,75 @@ fn read_pid(fd: RawFd) -> libc::pid_t {
     let n = unsafe { libc::read(fd, bytes.as_mut_ptr().cast(), bytes.len()) };
     assert_eq!(n, 4, "reading a pid from a pipe");
     libc::pid_t::from_le_bytes(bytes)
+}
+
+// ---------------------------------------------------------------------------
+// An OOM kill in the call's first moments, under an outside memory cap
+
+/// The capped cgroup the caller runs in.
+fn outside_cap() -> PathBuf {
+    std::env::var_os("PYNISHER_TEST_OUTSIDE_CAP")
+        .expect("PYNISHER_TEST_OUTSIDE_CAP names the capped cgroup this caller runs in")
+        .into()
+}
+
+fn oom_kills(events: &std::path::Path) -> u64 {
+    std::fs::read_to_string(events)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.parse().ok())
+        .expect("an oom_kill line in memory.events")
+}
+
+/// Holds the caller right after the fork until the cap's OOM killer has
+/// acted: the slowest a caller can be to take charge of its child (a busy
+/// machine can deschedule it there for as long).
+struct ResumeAfterTheOomKill {
+    events: PathBuf,
+    before: u64,
+}
+
+impl ForkHooks for ResumeAfterTheOomKill {
+    fn after_parent(&self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while oom_kills(&self.events) == self.before && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a caller under an outside memory cap (PYNISHER_TEST_OUTSIDE_CAP); scripts/vm-test.sh runs it"]
+fn an_oom_kill_before_the_caller_takes_charge_still_counts() {
+    let events = outside_cap().join("memory.events");
+    let hooks = ResumeAfterTheOomKill {
+        before: oom_kills(&events),
+        events,
+    };
+    // SAFETY: the body only allocates, which glibc's malloc allows in a
+    // forked child of a threaded process.
+    let supervised = unsafe {
+        fork_with(&Limits::new(), &options(), &hooks, |_| {
+            let mut blocks = Vec::new();
+            // 16 GiB at most: never take down a machine without the cap.
+            for _ in 0..1024 {
+                blocks.push(std::hint::black_box(vec![1u8; 16 << 20]));
+            }
+        })
+    }
+    .unwrap();
+    assert!(
+        oom_kills(&hooks.events) > hooks.before,
+        "the OOM killer did not act within 60 s"
+    );
+    let outcome = supervised.wait().unwrap().outcome;
+    assert_eq!(outcome.status, Status::Memory, "{}", outcome.detail);
+    assert!(
+        outcome.detail.contains("outside pynisher"),
+        "{}",
+        outcome.detail
+    );
 }
 
 // ---------------------------------------------------------------------------
