@@ -165,7 +165,9 @@ impl RemoteExit {
 enum CpuAtResult {
     Over(KillReason),
     Under,
-    /// The call's processes had already exited: see the kernel's account.
+    /// Not measured when the result arrived: the kernel's account at the
+    /// exit decides (the processes had already exited, or their guardian
+    /// accounts for all of them).
     Unmeasured,
 }
 
@@ -917,6 +919,13 @@ impl Supervised {
         };
         if self.expects_ready && startup.is_none() {
             return CpuAtResult::Under;
+        }
+        if self.guarded && self.terminate_descendants {
+            // The guardian reaps every process of the call before it exits,
+            // so its account at the end covers the whole tree, to the
+            // microsecond: `cpu_at_exit` decides then, and this call is
+            // spared a scan of every process on the machine.
+            return CpuAtResult::Unmeasured;
         }
         tree.discover();
         let sample = net_of_startup(tree.measure(false), startup);
