@@ -89,3 +89,22 @@ def add(a: int, b: int) -> int:
 def nap(seconds: float) -> str:
     time.sleep(seconds)
     return "rested"
+
+
+def repeat_the_call_process_steps() -> list[str]:
+    """Inside a call: tries each step of a call's process again, and returns
+    what each refusal said."""
+    from pynisher import PynisherException, _core
+
+    said = []
+    for step in (
+        lambda: _core.child_split(os.getppid(), True, -1),
+        lambda: _core.child_apply_limits(_core.Limits()),
+        lambda: _core.ChildChannel(-1, -1).ready(0.0, 0.0),
+    ):
+        try:
+            step()
+            said.append("taken")
+        except PynisherException as refused:
+            said.append(str(refused))
+    return said

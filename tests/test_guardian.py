@@ -20,6 +20,7 @@ from guardian_funcs import (
     glibc_and_kernel_cpus,
     memory_sharers_and_guardian,
     nap,
+    repeat_the_call_process_steps,
     start_sleeper_then_die_like_the_oom_killer,
 )
 
@@ -65,6 +66,27 @@ def test_glibc_knows_the_cpu_it_runs_on(context: str) -> None:
 def test_child_split_is_refused_outside_a_call_process() -> None:
     with pytest.raises(pynisher.PynisherException, match="not a call's own process"):
         _core.child_split(os.getppid(), True, 0)
+
+
+def test_the_steps_of_a_call_process_are_refused_out_of_order() -> None:
+    # Nothing has split off in the caller: every later step is refused, and
+    # child_exit does not end the caller.
+    with pytest.raises(pynisher.PynisherException, match="child_apply_limits: out of order"):
+        _core.child_apply_limits(_core.Limits(cpu_time=1000))
+    with pytest.raises(pynisher.PynisherException, match="ready: out of order"):
+        _core.ChildChannel(-1, -1).ready(0.0, 0.0)
+    with pytest.raises(pynisher.PynisherException, match="child_exit: out of order"):
+        _core.child_exit(True)
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_a_call_process_takes_each_step_once(context: str) -> None:
+    said = Pynisher(repeat_the_call_process_steps, context=context)()
+    assert said == [
+        "child_split: out of order: the guardian has already split off in this process",
+        "child_apply_limits: out of order: the limits already apply",
+        "ready: out of order: start-up is already over",
+    ]
 
 
 @pytest.fixture

@@ -144,19 +144,29 @@ class ChildChannel:
 
     def __init__(self, result_fd: int = 3, memfd: int = 4) -> None: ...
     def ready(self, user: float, system: float) -> None:
-        """Start-up is over; its CPU seconds are not charged to the call."""
+        """Start-up is over; its CPU seconds are not charged to the call.
+        Refused before `child_apply_limits`, and a second time."""
     def send(self, tag: str, parts: list[Any]) -> None:
         """Sends the one result frame."""
     @property
     def sent(self) -> bool: ...
 
-def child_apply_limits(limits: Limits, name: Optional[str] = None) -> None: ...
+# The steps of a call's process, in their only order (pynisher::child::
+# CallProcess): child_split, [load the function], child_apply_limits,
+# ChildChannel.ready, the body, child_exit. A step out of order raises
+# PynisherException.
 def child_split(parent: int, terminate_child_processes: bool, page_fd: int) -> None:
     """Splits off the call's guardian, which watches ``parent`` and reports
     on the call's page ``page_fd``; returns in the process that runs the call.
-    Refused outside a call's own process."""
+    Refused outside a call's own process, and a second time."""
 
-def child_exit(sent: bool) -> NoReturn: ...
+def child_apply_limits(limits: Limits, name: Optional[str] = None) -> None:
+    """Applies the rlimits and the process name; refused before
+    `child_split`, and a second time."""
+
+def child_exit(sent: bool) -> NoReturn:
+    """Ends the call's process; refused before `child_split`."""
+
 def cli_main(argv: list[str]) -> int: ...
 
 @final

@@ -151,6 +151,10 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
     parent of the call's whole tree, which watches ``parent``: the forkserver
     for its children, or ``None`` for the caller named in the request, and
     reports on the call's page ``page_fd``) and its child runs the call.
+
+    The steps (split, load the function, apply the limits, ready, body, exit)
+    are those of ``pynisher::child::CallProcess``, the one definition of
+    their order; ``_core`` refuses a step out of order.
     """
     request = _read_request(request_fd)
     terminate = request["terminate_child_processes"]

@@ -15,7 +15,7 @@ use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use pynisher::channel::{Payload, Sender, Tag};
-use pynisher::child::ChildSetup;
+use pynisher::child::{CheckedSteps, ChildSetup, StepError};
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
 use pynisher::forkserver::{CallStart, ForkServer};
 use pynisher::terminal::Terminal;
@@ -529,7 +529,9 @@ fn forkserver_serve(
     // SAFETY: the server is a single-threaded interpreter; children only run
     // Python after PyOS_AfterFork_Child, as with os.fork.
     unsafe {
-        pynisher::forkserver::serve(control, caller, &PythonForkHooks, |call| {
+        // The child's step 1 is taken; `child_split` proves it again by its
+        // effects, as the type cannot follow into Python.
+        pynisher::forkserver::serve(control, caller, &PythonForkHooks, |call, _early| {
             let fds = (call.request, call.result, call.memfd, call.page);
             if let Err(err) = child_main.call1(py, fds) {
                 err.print(py);
@@ -645,12 +647,13 @@ impl ChildChannel {
     }
 
     /// Announces that start-up is over; `user` and `system` are the CPU
-    /// seconds it took, which are not charged to the call.
+    /// seconds it took, which are not charged to the call. Refused before
+    /// `child_apply_limits`, and a second time.
     fn ready(&mut self, user: f64, system: f64) -> PyResult<()> {
         let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
-        self.0
-            .send_ready(secs(user), secs(system))
-            .map_err(|e| PynisherException::new_err(format!("sending the start-up frame: {e}")))
+        child_steps("ready", |steps| {
+            steps.ready(&mut self.0, secs(user), secs(system))
+        })
     }
 
     /// Sends the one result frame: `tag` is "value", "error" or "memory".
@@ -665,18 +668,20 @@ impl ChildChannel {
     }
 }
 
-/// In a fresh interpreter after start-up: sets the process name and the
-/// rlimits (RLIMIT_CPU, and RLIMIT_AS as the current size plus the memory
-/// limit in address-space mode).
-#[pyfunction]
-#[pyo3(signature = (limits, name=None))]
-fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
-    ChildSetup::new(&limits.0, name)
-        .apply_limits()
-        .map_err(|err| {
-            let mut buf = [0u8; 128];
-            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
-        })
+/// The steps this process has taken as a call's process (see
+/// `pynisher::child::CallProcess`): the order is checked in the core.
+static CHILD_STEPS: std::sync::Mutex<CheckedSteps> = std::sync::Mutex::new(CheckedSteps::new());
+
+/// Takes one step of a call's process, raising `PynisherException` (named
+/// after `function`) if it is out of order or fails.
+fn child_steps<T>(
+    function: &str,
+    step: impl FnOnce(&mut CheckedSteps) -> Result<T, StepError>,
+) -> PyResult<T> {
+    let mut steps = CHILD_STEPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    step(&mut steps).map_err(|err| PynisherException::new_err(format!("{function}: {err}")))
 }
 
 /// In a fresh interpreter (or a forkserver child) that has read its call:
@@ -687,60 +692,33 @@ fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
 /// The split is only safe in a call's own process, so it is refused (with
 /// `PynisherException`) anywhere else: the process must have a single
 /// thread, lead its own process group, be a child subreaper and a child of
-/// `parent`, as `pynisher` makes a call's process before it runs Python.
+/// `parent`, as `pynisher` makes a call's process before it runs Python,
+/// and must not have split before.
 #[pyfunction]
 fn child_split(parent: i32, terminate_child_processes: bool, page_fd: i32) -> PyResult<()> {
-    if let Some(why) = not_a_call_process(parent) {
-        return Err(PynisherException::new_err(format!(
-            "child_split: this is not a call's own process ({why})"
-        )));
-    }
-    pynisher::guardian::prepare().map_err(to_py_err)?;
-    // SAFETY: checked above: a single-threaded call process made by
-    // pynisher, never the caller. The guardian never runs Python; the
-    // process that returns goes on as this same interpreter.
-    unsafe { pynisher::guardian::split(parent, terminate_child_processes, page_fd) }.map_err(
-        |err| {
-            let mut buf = [0u8; 128];
-            PynisherException::new_err(String::from_utf8_lossy(err.describe(&mut buf)).into_owned())
-        },
-    )
+    child_steps("child_split", |steps| {
+        steps.split_guardian(parent, terminate_child_processes, page_fd)
+    })
 }
 
-/// Why the calling process may not split, if it may not.
-fn not_a_call_process(parent: i32) -> Option<&'static str> {
-    // SAFETY: plain queries with integer arguments or a valid out-pointer.
-    unsafe {
-        if libc::getppid() != parent {
-            return Some("parent is not its parent");
-        }
-        if libc::getpgrp() != libc::getpid() {
-            return Some("it does not lead its own process group");
-        }
-        let mut subreaper: libc::c_int = 0;
-        if libc::prctl(
-            libc::PR_GET_CHILD_SUBREAPER,
-            &mut subreaper as *mut libc::c_int,
-        ) != 0
-            || subreaper == 0
-        {
-            return Some("it is not a child subreaper");
-        }
-    }
-    match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
-        Ok(1) => None,
-        Ok(_) => Some("it has more than one thread"),
-        Err(_) => Some("its threads cannot be counted"),
-    }
-}
-
-/// Ends a child: tells its guardian whether the result was sent, and
-/// `_exit`s. Never returns.
+/// In a call's process once the function is loaded: sets the process name
+/// and the rlimits (RLIMIT_CPU, and RLIMIT_AS as the current size plus the
+/// memory limit in address-space mode). Refused before `child_split`, and a
+/// second time.
 #[pyfunction]
-fn child_exit(py: Python<'_>, sent: bool) {
+#[pyo3(signature = (limits, name=None))]
+fn child_apply_limits(limits: &LimitsPy, name: Option<&str>) -> PyResult<()> {
+    let setup = ChildSetup::new(&limits.0, name);
+    child_steps("child_apply_limits", |steps| steps.apply_limits(&setup))
+}
+
+/// Ends a call's process: tells its guardian whether the result was sent,
+/// and `_exit`s. Never returns; refused before `child_split`.
+#[pyfunction]
+fn child_exit(py: Python<'_>, sent: bool) -> PyResult<()> {
     // Flushing happens in Python before this; nothing else may run after it.
     let _ = py;
-    pynisher::fork::finish_child(sent)
+    child_steps("child_exit", |steps| steps.finish(sent)).map(|never| match never {})
 }
 
 /// Runs the `pynisher` command line with `argv` (the first item is the

@@ -1,14 +1,372 @@
-//! Child-side setup, done right after fork and before any user code.
+//! Child-side setup, done right after fork and before any user code, and
+//! the one order of the steps a call's process goes through.
 //!
 //! [`ChildSetup`] is built in the parent, so that the child only runs
 //! async-signal-safe system calls on data that already exists: no allocation,
 //! no locks, no formatting.
+//!
+//! # The steps of a call's process
+//!
+//! Every call's process, forked (`fork`), forked by the forkserver, or a
+//! fresh interpreter or program (`spawn`), goes through the same steps in
+//! this order, and [`CallProcess`] lets it take them in no other:
+//!
+//! 1. [`Started`](step::Started) → [`CallProcess::setup_early`]: its own
+//!    process group, the parent-death signal, child subreaper, the call's
+//!    cgroup. A fresh interpreter takes this step before its exec, and its
+//!    new image proves it with [`CallProcess::verified`] (so does Python in
+//!    a forkserver's child).
+//! 2. [`Early`](step::Early) → [`CallProcess::split_guardian`]: the call's
+//!    guardian splits off; this process runs the function.
+//! 3. [`Split`](step::Split): a fresh interpreter loads the function here
+//!    (its code must not count against the limits of the caller's process,
+//!    and its import errors are the call's). Then
+//!    [`CallProcess::apply_limits`].
+//! 4. [`Limited`](step::Limited) → [`CallProcess::ready`] (a fresh
+//!    interpreter: start-up is over, so not charged) or
+//!    [`CallProcess::run`] (a fork: nothing to announce).
+//! 5. [`Running`](step::Running): the body runs and sends its frame, then
+//!    [`finish_child`]. A failed step ends the process with
+//!    [`setup_failed`] instead, and any step may end in [`finish_child`].
+//!
+//! The Python binding cannot carry these types across into Python; it keeps
+//! the current step in a [`CheckedSteps`] and refuses a step out of order.
 
 use std::ffi::CString;
+use std::marker::PhantomData;
 
 use crate::cgroup::CallCgroup;
+use crate::channel::{Sender, Tag};
 use crate::limits::{Limits, MemoryMode};
 use crate::sys::{self, Pid};
+
+/// Exit code of a call's process whose body returned without sending a frame.
+pub const EXIT_NO_FRAME: i32 = 70;
+/// Exit code of a call's process whose setup failed.
+pub const EXIT_SETUP_FAILED: i32 = 71;
+
+/// The steps of [`CallProcess`], as types.
+pub mod step {
+    /// Nothing done yet: right after the fork or clone.
+    pub enum Started {}
+    /// Own process group, parent-death signal, subreaper, cgroup.
+    pub enum Early {}
+    /// The guardian has split off; this process runs the function.
+    pub enum Split {}
+    /// The limits apply.
+    pub enum Limited {}
+    /// The body runs.
+    pub enum Running {}
+}
+
+/// A call's process at step `S` (see [the module docs](self)). Zero-sized:
+/// the order of the steps is checked by the compiler, at no cost.
+#[must_use = "a step's result is the next step"]
+pub struct CallProcess<S> {
+    step: PhantomData<S>,
+}
+
+impl<S> CallProcess<S> {
+    fn next<T>(self) -> CallProcess<T> {
+        CallProcess { step: PhantomData }
+    }
+}
+
+impl CallProcess<step::Started> {
+    /// A call's process that has done nothing yet.
+    ///
+    /// # Safety
+    /// The calling process is a call's process, freshly forked or cloned by
+    /// pynisher, with a single thread; never the caller.
+    pub unsafe fn started() -> Self {
+        CallProcess { step: PhantomData }
+    }
+
+    /// Step 1: [`ChildSetup::apply_early`]. Async-signal-safe.
+    ///
+    /// # Errors
+    /// The first setup step that failed.
+    pub fn setup_early(self, setup: &ChildSetup) -> Result<CallProcess<step::Early>, SetupError> {
+        setup.apply_early()?;
+        Ok(self.next())
+    }
+}
+
+impl CallProcess<step::Early> {
+    /// A process that took step 1 out of sight of the types (before the
+    /// exec of a fresh interpreter, or in Rust before a forkserver's child
+    /// runs Python), proven by its effects: a child of `parent`, leader of its own
+    /// process group, a child subreaper, with a single thread. Allocates.
+    ///
+    /// # Errors
+    /// Why the calling process is not a call's own process.
+    pub fn verified(parent: Pid) -> Result<Self, &'static str> {
+        // SAFETY: plain queries with integer arguments or a valid out-pointer.
+        unsafe {
+            if libc::getppid() != parent {
+                return Err("parent is not its parent");
+            }
+            if libc::getpgrp() != libc::getpid() {
+                return Err("it does not lead its own process group");
+            }
+            let mut subreaper: libc::c_int = 0;
+            if libc::prctl(
+                libc::PR_GET_CHILD_SUBREAPER,
+                &mut subreaper as *mut libc::c_int,
+            ) != 0
+                || subreaper == 0
+            {
+                return Err("it is not a child subreaper");
+            }
+        }
+        match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
+            Ok(1) => Ok(CallProcess { step: PhantomData }),
+            Ok(_) => Err("it has more than one thread"),
+            Err(_) => Err("its threads cannot be counted"),
+        }
+    }
+
+    /// As [`CallProcess::verified`], without the checks.
+    ///
+    /// # Safety
+    /// The calling process is a fresh image of a call's process, started by
+    /// [`exec::start`](crate::exec::start) (which took step 1), with a
+    /// single thread.
+    pub unsafe fn assume_after_exec() -> Self {
+        CallProcess { step: PhantomData }
+    }
+
+    /// Step 2: splits off the call's guardian with
+    /// [`guardian::split`](crate::guardian::split) (see there for
+    /// `parent`, `terminate_descendants` and `page`).
+    ///
+    /// # Errors
+    /// As [`guardian::split`](crate::guardian::split).
+    pub fn split_guardian(
+        self,
+        parent: Pid,
+        terminate_descendants: bool,
+        page: std::os::fd::RawFd,
+    ) -> Result<CallProcess<step::Split>, SetupError> {
+        // SAFETY: a `CallProcess` is a single-threaded call's process, never
+        // the caller (the contract of its constructors); the guardian program
+        // is prepared by `guardian::split` itself or fails.
+        unsafe { crate::guardian::split(parent, terminate_descendants, page) }?;
+        Ok(self.next())
+    }
+}
+
+impl CallProcess<step::Split> {
+    /// Step 3: [`ChildSetup::apply_limits`]. Async-signal-safe.
+    ///
+    /// # Errors
+    /// The first setup step that failed.
+    pub fn apply_limits(
+        self,
+        setup: &ChildSetup,
+    ) -> Result<CallProcess<step::Limited>, SetupError> {
+        setup.apply_limits()?;
+        Ok(self.next())
+    }
+}
+
+impl CallProcess<step::Limited> {
+    /// Step 4, in a fresh interpreter: announces that start-up is over
+    /// (`user` and `system` CPU time it took, not charged to the call).
+    ///
+    /// # Errors
+    /// The frame could not be sent.
+    pub fn ready(
+        self,
+        sender: &mut Sender,
+        user: std::time::Duration,
+        system: std::time::Duration,
+    ) -> std::io::Result<CallProcess<step::Running>> {
+        sender.send_ready(user, system)?;
+        Ok(self.next())
+    }
+
+    /// Step 4, in a fork: the body may run.
+    pub fn run(self) -> CallProcess<step::Running> {
+        self.next()
+    }
+}
+
+/// Reports a failed setup step on the result channel (a
+/// [`Tag::SetupFailed`] frame) and ends the process with
+/// [`EXIT_SETUP_FAILED`]. Async-signal-safe: a stack buffer and `write`.
+pub fn setup_failed(sender: &mut Sender, err: SetupError) -> ! {
+    let mut buf = [0u8; 128];
+    let _ = sender.send(Tag::SetupFailed, &[err.describe(&mut buf)]);
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(EXIT_SETUP_FAILED) }
+}
+
+/// Ends a call's process, at any step, once its result is sent (or not):
+/// tells the guardian whether the result was sent, then `_exit`s with 0, or
+/// [`EXIT_NO_FRAME`] if it sent nothing. The guardian kills what the call
+/// started. Async-signal-safe.
+pub fn finish_child(sent: bool) -> ! {
+    if sent {
+        crate::guardian::mark_result_sent();
+    }
+    let code = if sent { 0 } else { EXIT_NO_FRAME };
+    // SAFETY: _exit ends the process without running the parent's atexit
+    // handlers or destructors, which belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// The steps of [`CallProcess`] checked at run time, for a process driven
+/// from Python, where the types cannot follow: each method takes its step
+/// only if the previous one was the last taken.
+#[derive(Default)]
+pub struct CheckedSteps {
+    at: Option<AnyStep>,
+}
+
+enum AnyStep {
+    Split(CallProcess<step::Split>),
+    Limited(CallProcess<step::Limited>),
+    Running(CallProcess<step::Running>),
+}
+
+/// A step refused, or failed.
+#[derive(Debug)]
+pub enum StepError {
+    /// Taken out of order: what must come first.
+    OutOfOrder(&'static str),
+    /// The process is not a call's own process (see
+    /// [`CallProcess::verified`]).
+    NotACallProcess(&'static str),
+    /// The guardian program could not be made ready.
+    Prepare(crate::Error),
+    /// The step itself failed.
+    Failed(SetupError),
+    /// The ready frame could not be sent.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::OutOfOrder(why) => write!(f, "out of order: {why}"),
+            StepError::NotACallProcess(why) => {
+                write!(f, "this is not a call's own process ({why})")
+            }
+            StepError::Prepare(err) => write!(f, "{err}"),
+            StepError::Failed(err) => {
+                let mut buf = [0u8; 128];
+                f.write_str(&String::from_utf8_lossy(err.describe(&mut buf)))
+            }
+            StepError::Io(err) => write!(f, "sending the start-up frame: {err}"),
+        }
+    }
+}
+
+impl CheckedSteps {
+    /// Nothing taken yet in this program image.
+    pub const fn new() -> CheckedSteps {
+        CheckedSteps { at: None }
+    }
+
+    /// Step 2, in a process whose step 1 [`CallProcess::verified`] proves
+    /// (it is refused anywhere else); prepares the guardian program first
+    /// (which allocates).
+    ///
+    /// # Errors
+    /// Not a call's process, a step already taken, or the split failed.
+    pub fn split_guardian(
+        &mut self,
+        parent: Pid,
+        terminate_descendants: bool,
+        page: std::os::fd::RawFd,
+    ) -> Result<(), StepError> {
+        if self.at.is_some() {
+            return Err(StepError::OutOfOrder(
+                "the guardian has already split off in this process",
+            ));
+        }
+        let early = CallProcess::verified(parent).map_err(StepError::NotACallProcess)?;
+        crate::guardian::prepare().map_err(StepError::Prepare)?;
+        let split = early
+            .split_guardian(parent, terminate_descendants, page)
+            .map_err(StepError::Failed)?;
+        self.at = Some(AnyStep::Split(split));
+        Ok(())
+    }
+
+    /// Step 3.
+    ///
+    /// # Errors
+    /// The guardian has not split off yet, the limits already apply, or
+    /// applying them failed.
+    pub fn apply_limits(&mut self, setup: &ChildSetup) -> Result<(), StepError> {
+        let split = match self.at.take() {
+            Some(AnyStep::Split(split)) => split,
+            other => {
+                let why = match other {
+                    None => "the guardian must split off before the limits apply",
+                    Some(_) => "the limits already apply",
+                };
+                self.at = other;
+                return Err(StepError::OutOfOrder(why));
+            }
+        };
+        match split.apply_limits(setup) {
+            Ok(limited) => {
+                self.at = Some(AnyStep::Limited(limited));
+                Ok(())
+            }
+            Err(err) => {
+                // The limits may apply in part: never again from the start.
+                self.at = Some(AnyStep::Running(CallProcess { step: PhantomData }));
+                Err(StepError::Failed(err))
+            }
+        }
+    }
+
+    /// Step 4: start-up is over.
+    ///
+    /// # Errors
+    /// The limits do not apply yet, start-up was already announced, or the
+    /// frame could not be sent.
+    pub fn ready(
+        &mut self,
+        sender: &mut Sender,
+        user: std::time::Duration,
+        system: std::time::Duration,
+    ) -> Result<(), StepError> {
+        let limited = match self.at.take() {
+            Some(AnyStep::Limited(limited)) => limited,
+            other => {
+                let why = match other {
+                    Some(AnyStep::Running(_)) => "start-up is already over",
+                    _ => "the limits must apply before start-up is over",
+                };
+                self.at = other;
+                return Err(StepError::OutOfOrder(why));
+            }
+        };
+        let running = limited.ready(sender, user, system);
+        // Sent or not, start-up is over.
+        self.at = Some(AnyStep::Running(CallProcess { step: PhantomData }));
+        running.map(drop).map_err(StepError::Io)
+    }
+
+    /// Ends the process ([`finish_child`]), at any step after the split: a
+    /// process that has not split off is not a call's own.
+    ///
+    /// # Errors
+    /// The guardian has not split off in this process.
+    pub fn finish(&self, sent: bool) -> Result<std::convert::Infallible, StepError> {
+        if self.at.is_none() {
+            return Err(StepError::OutOfOrder(
+                "only a call's process ends this way, after its guardian split off",
+            ));
+        }
+        finish_child(sent)
+    }
+}
 
 /// Everything the child needs to set itself up, computed before the fork.
 #[derive(Debug, Clone)]
@@ -370,6 +728,34 @@ mod tests {
             err.describe(&mut buf),
             b"setrlimit(RLIMIT_AS) failed: errno 22"
         );
+    }
+
+    #[test]
+    fn checked_steps_refuse_what_comes_later() {
+        let mut steps = CheckedSteps::new();
+        let setup = ChildSetup::new(&Limits::new(), None);
+        let mut sender = Sender::new(-1, -1);
+        let refused = |result: Result<(), StepError>| match result {
+            Err(StepError::OutOfOrder(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(
+            refused(steps.apply_limits(&setup)),
+            "the guardian must split off before the limits apply"
+        );
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(
+            refused(steps.ready(&mut sender, zero, zero)),
+            "the limits must apply before start-up is over"
+        );
+        assert!(matches!(steps.finish(true), Err(StepError::OutOfOrder(_))));
+        // The test process is no call's process: the split is refused too.
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        assert!(matches!(
+            steps.split_guardian(parent, true, -1),
+            Err(StepError::NotACallProcess(_))
+        ));
     }
 
     #[test]

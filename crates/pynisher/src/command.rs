@@ -237,21 +237,14 @@ impl Command {
             }
             other => other?,
         };
-        let supervised = match Supervised::new(
+        let supervised = Supervised::new(
             pid,
             None,
             limits.clone(),
             started,
             self.terminate_descendants,
-        ) {
-            Ok(supervised) => supervised.with_cgroup(cgroup),
-            Err(err) => {
-                let _ = sys::kill(-pid, libc::SIGKILL);
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait4(pid, true);
-                return Err(err);
-            }
-        };
+        )?
+        .with_cgroup(cgroup);
         Ok(RunningCommand {
             supervised,
             limits: limits.clone(),

@@ -35,12 +35,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::channel;
 use crate::child::ChildSetup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fork::CallOptions;
-use crate::guardian::CallPage;
 use crate::limits::Limits;
+use crate::start::CallParts;
 use crate::supervisor::{StartMark, Supervised};
 use crate::sys::{self, Pid};
 
@@ -484,9 +483,10 @@ pub const INTERPRETER_REPORT_FD: RawFd = 6;
 /// `program` passes itself). Only the early setup runs before the exec; the
 /// interpreter applies the limits itself once started and then sends a
 /// [`Tag::Ready`](crate::channel::Tag::Ready) frame, so start-up is not
-/// charged to the call. Before it runs any of the call's code it must split
-/// off the call's guardian with [`guardian::split`](crate::guardian::split),
-/// handing it [`INTERPRETER_REPORT_FD`].
+/// charged to the call. It has taken step 1 of
+/// [`CallProcess`](crate::child::CallProcess) before its exec, and must take
+/// the others in their order: split off the call's guardian (handing it
+/// [`INTERPRETER_REPORT_FD`]) before it runs any of the call's code.
 ///
 /// # Errors
 /// As [`start`], plus failures to create the channel or the pidfd.
@@ -495,31 +495,17 @@ pub fn start_interpreter(
     limits: &Limits,
     options: &CallOptions,
 ) -> Result<Supervised> {
-    limits.validate()?;
-    let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
-    let (receiver, write_end, memfd) =
-        channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
-    let report = CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
+    let parts = CallParts::new(limits)?;
+    let setup = parts.setup(limits, options.name.as_deref());
+    let (result, memfd, page) = parts.child_fds();
     let program = program
-        .pass_fd(write_end.as_raw_fd(), INTERPRETER_RESULT_FD)
-        .pass_fd(memfd.as_raw_fd(), INTERPRETER_MEMFD)
-        .pass_fd(report.fd().as_raw_fd(), INTERPRETER_REPORT_FD);
+        .pass_fd(result, INTERPRETER_RESULT_FD)
+        .pass_fd(memfd, INTERPRETER_MEMFD)
+        .pass_fd(page, INTERPRETER_REPORT_FD);
     let (pid, started) = start(&program, &setup, false)?;
-    drop(write_end);
-    drop(memfd);
-    let mut supervised = Supervised::new(
-        pid,
-        Some(receiver),
-        limits.clone(),
-        started,
-        options.terminate_descendants,
-    )
-    .inspect_err(|_| sys::stop_unsupervised(pid))?
-    .with_cgroup(cgroup)
-    .with_call_page(report);
+    let mut supervised = parts.supervise(pid, limits, started, options.terminate_descendants)?;
     supervised.take_peak_from_page();
     supervised.expect_startup();
-    supervised.expect_guardian();
     Ok(supervised)
 }
 

@@ -1,19 +1,16 @@
 //! Run code in a forked child under limits.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 
-use crate::channel::{self, Sender, Tag};
-use crate::child::ChildSetup;
+use crate::channel::Sender;
+use crate::child::{setup_failed, CallProcess, ChildSetup};
 use crate::error::{Error, Result};
 use crate::guardian;
 use crate::limits::Limits;
+use crate::start::CallParts;
 use crate::supervisor::{StartMark, Supervised};
-use crate::sys;
 
-/// Exit code of a child whose body returned without sending a frame.
-pub const EXIT_NO_FRAME: i32 = 70;
-/// Exit code of a child whose setup failed.
-pub const EXIT_SETUP_FAILED: i32 = 71;
+pub use crate::child::{finish_child, EXIT_NO_FRAME, EXIT_SETUP_FAILED};
 
 /// Calls made around `fork`, for embedders with state of their own to
 /// protect. The Python binding runs `PyOS_BeforeFork`, `PyOS_AfterFork_Parent`
@@ -69,14 +66,11 @@ where
     H: ForkHooks,
     F: FnOnce(&mut Sender),
 {
-    limits.validate()?;
+    let parts = CallParts::new(limits)?;
     guardian::prepare()?;
-    let (setup, cgroup) = ChildSetup::for_call(limits, options.name.as_deref());
-    let page = guardian::CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
-    let page_fd = page.fd().as_raw_fd();
-    let (receiver, write_end, child_memfd) =
-        channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
-    let mut sender = Sender::new(write_end.as_raw_fd(), child_memfd.as_raw_fd());
+    let setup = parts.setup(limits, options.name.as_deref());
+    let (result_fd, memfd, page_fd) = parts.child_fds();
+    let mut sender = Sender::new(result_fd, memfd);
 
     hooks.before();
     let started = StartMark::now();
@@ -84,7 +78,10 @@ where
     // child may do is the caller's contract, documented above.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: the freshly forked call's process, with only this thread.
+        let process = unsafe { CallProcess::started() };
         run_child(
+            process,
             &setup,
             hooks,
             &mut sender,
@@ -97,63 +94,30 @@ where
     if pid < 0 {
         return Err(Error::last_os("fork"));
     }
-    drop(write_end);
-    drop(child_memfd);
-    let mut supervised = Supervised::new(
-        pid,
-        Some(receiver),
-        limits.clone(),
-        started,
-        options.terminate_descendants,
-    )
-    .inspect_err(|_| sys::stop_unsupervised(pid))?
-    .with_cgroup(cgroup)
-    .with_call_page(page);
-    supervised.expect_guardian();
-    Ok(supervised)
+    parts.supervise(pid, limits, started, options.terminate_descendants)
 }
 
+/// The forked call's process: the steps of [`CallProcess`], then `body`.
 fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
+    process: CallProcess<crate::child::step::Started>,
     setup: &ChildSetup,
     hooks: &H,
     sender: &mut Sender,
     body: F,
     terminate_descendants: bool,
-    page: std::os::fd::RawFd,
+    page: RawFd,
 ) -> ! {
-    let fail = |sender: &mut Sender, err: crate::child::SetupError| -> ! {
-        let mut buf = [0u8; 128];
-        let _ = sender.send(Tag::SetupFailed, &[err.describe(&mut buf)]);
-        // SAFETY: _exit is async-signal-safe and never returns.
-        unsafe { libc::_exit(EXIT_SETUP_FAILED) }
+    let steps = process
+        .setup_early(setup)
+        // This process becomes the call's guardian; the body runs in its
+        // child.
+        .and_then(|early| early.split_guardian(setup.parent(), terminate_descendants, page))
+        .and_then(|split| split.apply_limits(setup));
+    let _running = match steps {
+        Ok(limited) => limited.run(),
+        Err(err) => setup_failed(sender, err),
     };
-    if let Err(err) = setup.apply_early() {
-        fail(sender, err);
-    }
-    // This process becomes the call's guardian; the body runs in its child.
-    // SAFETY: this freshly forked child has a single thread and is not the
-    // caller; `prepare` ran in the caller before the fork.
-    if let Err(err) = unsafe { guardian::split(setup.parent(), terminate_descendants, page) } {
-        fail(sender, err);
-    }
-    if let Err(err) = setup.apply_limits() {
-        fail(sender, err);
-    }
     hooks.after_child();
     body(sender);
     finish_child(sender.has_sent())
-}
-
-/// Ends the process that ran a call once its result is sent (or not):
-/// tells the guardian whether the result was sent, then `_exit`s with 0, or
-/// [`EXIT_NO_FRAME`] if it sent nothing. The guardian kills what the call
-/// started. Used by forked children and by fresh interpreters alike.
-pub fn finish_child(sent: bool) -> ! {
-    if sent {
-        guardian::mark_result_sent();
-    }
-    let code = if sent { 0 } else { EXIT_NO_FRAME };
-    // SAFETY: _exit ends the process without running the parent's atexit
-    // handlers or destructors, which belong to the parent.
-    unsafe { libc::_exit(code) }
 }

@@ -23,14 +23,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::background::Interrupt;
-use crate::channel;
-use crate::child::ChildSetup;
+use crate::channel::Sender;
+use crate::child::{finish_child, setup_failed, step, CallProcess, ChildSetup};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{self, Program};
-use crate::fork::{self, ForkHooks};
-use crate::guardian::CallPage;
+use crate::fork::ForkHooks;
 use crate::limits::Limits;
 use crate::outcome::{Outcome, Status, Usage};
+use crate::start::CallParts;
 use crate::supervisor::{
     startup_budget, Finished, RemoteExit, StartMark, Supervised, STARTUP_BUDGET,
 };
@@ -71,15 +71,8 @@ impl ForkServer {
         let setup = ChildSetup::new(&Limits::new(), None).without_parent_death_signal();
         let (pid, _) = exec::start(&program, &setup, false)?;
         drop(theirs);
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(err) => {
-                // Our unreaped child: its pid is still ours to kill.
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait4(pid, true);
-                return Err(Error::os("pidfd_open (the forkserver)", err));
-            }
-        };
+        let pidfd = sys::pidfd_of_new_child(pid)
+            .map_err(|err| Error::os("pidfd_open (the forkserver)", err))?;
         Ok(ForkServer {
             pid,
             pidfd,
@@ -126,31 +119,23 @@ impl ForkServer {
         terminate_descendants: bool,
         interrupt: Option<&Interrupt>,
     ) -> Result<CallStart> {
-        limits.validate()?;
+        let mut parts = CallParts::new(limits)?;
         let started = StartMark::now();
         let gone = |why: String| Error::from(ErrorKind::ForkServer(why));
         // The request names the call's cgroup, if it has one; the child joins
         // it first thing.
-        let cgroup = crate::cgroup::for_limits(limits);
         let mut message = CALL_MESSAGE.to_vec();
-        if let Some(cgroup) = &cgroup {
-            message.extend_from_slice(cgroup.procs_path().to_bytes());
+        if let Some(procs) = parts.cgroup_procs() {
+            message.extend_from_slice(procs.to_bytes());
         }
-        let (receiver, write_end, memfd) =
-            channel::pair().map_err(|e| Error::os("creating the result channel", e))?;
         let (mine, theirs) =
             sys::seqpacket_pair().map_err(|e| Error::os("creating the call socket", e))?;
-        let page = CallPage::new().map_err(|e| Error::os("creating the call's page", e))?;
-        let fds = [
-            theirs.as_raw_fd(),
-            write_end.as_raw_fd(),
-            memfd.as_raw_fd(),
-            request.as_raw_fd(),
-            page.fd().as_raw_fd(),
-        ];
+        let (result, memfd, page) = parts.child_fds();
+        let fds = [theirs.as_raw_fd(), result, memfd, request.as_raw_fd(), page];
         sys::send_with_fds(self.control.as_fd(), &message, &fds)
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
-        drop((theirs, write_end, memfd));
+        drop(theirs);
+        parts.close_child_ends();
 
         let deadline = startup_budget(limits).and_then(|budget| started.at().checked_add(budget));
         loop {
@@ -189,19 +174,10 @@ impl ForkServer {
         }
         let pid = Pid::from_le_bytes(buf);
         let pidfd = passed.remove(0);
-        let mut supervised = Supervised::remote(
-            pid,
-            pidfd,
-            mine,
-            receiver,
-            limits.clone(),
-            started,
-            terminate_descendants,
-        )
-        .with_call_page(page);
+        let mut supervised =
+            parts.supervise_remote(pid, pidfd, mine, limits, started, terminate_descendants);
         supervised.expect_startup();
-        supervised.expect_guardian();
-        Ok(CallStart::Running(supervised.with_cgroup(cgroup)))
+        Ok(CallStart::Running(supervised))
     }
 
     /// Kills the server; the next call sees it dead and starts a new one.
@@ -263,7 +239,7 @@ pub struct CallFds {
     pub result: RawFd,
     /// The memfd for large results.
     pub memfd: RawFd,
-    /// The call's page (see [`CallPage`]), for
+    /// The call's page (see [`CallPage`](crate::guardian::CallPage)), for
     /// [`guardian::split`](crate::guardian::split).
     pub page: RawFd,
 }
@@ -274,13 +250,14 @@ struct Running {
 }
 
 /// The server's loop: for each call request on `control`, forks a child that
-/// runs `child_main` (which must end the process, for example with
-/// [`fork::finish_child`]), and reports each child's exit. Returns when the
+/// has taken step 1 of [`CallProcess`] and runs `child_main` (which takes
+/// the next ones and must end the process, for example with
+/// [`finish_child`]), and reports each child's exit. Returns when the
 /// caller closes the control socket or `caller`, the server's parent, exits.
 /// A server whose parent is no longer `caller` returns at once.
 ///
 /// # Safety
-/// As [`fork::fork_with`]: the children are forks of this process, so it
+/// As [`fork_with`](crate::fork::fork_with): the children are forks of this process, so it
 /// should be single-threaded.
 ///
 /// # Errors
@@ -289,7 +266,7 @@ pub unsafe fn serve<H: ForkHooks>(
     control: OwnedFd,
     caller: Pid,
     hooks: &H,
-    mut child_main: impl FnMut(CallFds),
+    mut child_main: impl FnMut(CallFds, CallProcess<step::Early>),
 ) -> Result<()> {
     // Watch the caller, whichever of its threads started this server.
     let caller_fd = match sys::pidfd_open(caller) {
@@ -388,33 +365,28 @@ pub unsafe fn serve<H: ForkHooks>(
             drop(control);
             drop(caller_fd);
             drop(socket);
-            if let Err(err) = call_setup.apply_early() {
-                let mut buf = [0u8; 128];
-                let mut sender = channel::Sender::new(call.result, call.memfd);
-                let _ = sender.send(channel::Tag::SetupFailed, &[err.describe(&mut buf)]);
-                fork::finish_child(true);
-            }
+            // SAFETY: the freshly forked call's process, with only this
+            // thread (the server is single-threaded: the caller's contract).
+            let process = unsafe { CallProcess::started() };
+            let early = match process.setup_early(&call_setup) {
+                Ok(early) => early,
+                Err(err) => setup_failed(&mut Sender::new(call.result, call.memfd), err),
+            };
             hooks.after_child();
-            // `child_main` splits off the call's guardian (see
-            // [`guardian::split`](crate::guardian::split)) once it knows the
+            // `child_main` splits off the call's guardian once it knows the
             // call's options.
-            child_main(call);
-            fork::finish_child(false);
+            child_main(call, early);
+            finish_child(false);
         }
         hooks.after_parent();
         if pid < 0 {
             continue;
         }
         // Opened before the child can be reaped, so it names this child only.
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(_) => {
-                // Unsupervised, the call must not run: the caller's
-                // `start_call` sees the socket close and reports it.
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait4(pid, true);
-                continue;
-            }
+        // Unsupervised, the call must not run: the caller's `start_call`
+        // sees the socket close and reports it.
+        let Ok(pidfd) = sys::pidfd_of_new_child(pid) else {
+            continue;
         };
         if sys::send_with_fds(socket.as_fd(), &pid.to_le_bytes(), &[pidfd.as_raw_fd()]).is_ok() {
             running.insert(pid, Running { pidfd, socket });

@@ -87,6 +87,7 @@ mod error;
 mod limits;
 mod outcome;
 pub mod spawn;
+mod start;
 
 // Internals shared with the Python binding (`pynisher-python`), the CLI and
 // this crate's tests. They are hidden from the documentation and carry no

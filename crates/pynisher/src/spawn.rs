@@ -84,11 +84,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::call::{self, CallOutcome};
-use crate::channel::{Sender, Tag};
-use crate::child::{ChildSetup, SetupError};
+use crate::channel::Sender;
+use crate::child::{finish_child, setup_failed, CallProcess, ChildSetup, SetupError};
 use crate::error::{Error, Result};
 use crate::exec::{self, Program, INTERPRETER_MEMFD, INTERPRETER_REPORT_FD, INTERPRETER_RESULT_FD};
-use crate::fork::{finish_child, CallOptions, EXIT_SETUP_FAILED};
+use crate::fork::CallOptions;
 use crate::limits::{Limits, MemoryMode};
 use crate::{guardian, sys};
 
@@ -377,19 +377,13 @@ fn serve(run: &Runner, request: Request) -> ! {
     // SAFETY: this process owns the request descriptor and is done with it.
     drop(unsafe { OwnedFd::from_raw_fd(REQUEST_FD) });
     let mut sender = Sender::new(INTERPRETER_RESULT_FD, INTERPRETER_MEMFD);
-    let fail = |sender: &mut Sender, err: SetupError| -> ! {
-        let mut buf = [0u8; 128];
-        let _ = sender.send(Tag::SetupFailed, &[err.describe(&mut buf)]);
-        // SAFETY: _exit never returns and runs nothing of the program.
-        unsafe { libc::_exit(EXIT_SETUP_FAILED) }
-    };
     let startup = own_cpu_time();
     if let Err(err) = guardian::prepare() {
         let errno = match err.kind() {
             crate::ErrorKind::Os { source, .. } => source.raw_os_error(),
             _ => None,
         };
-        fail(
+        setup_failed(
             &mut sender,
             SetupError {
                 step: "preparing the guardian program",
@@ -398,25 +392,25 @@ fn serve(run: &Runner, request: Request) -> ! {
         );
     }
     // SAFETY: this runs before `main`, from `.init_array`, so the process has
-    // a single thread; and it is a fresh process of the program, not the
-    // caller; `prepare` has run.
-    if let Err(err) = unsafe {
-        guardian::split(
+    // a single thread; and it is a fresh image of a call's process that
+    // `exec::start` started (step 1 taken), not the caller.
+    let early = unsafe { CallProcess::assume_after_exec() };
+    let limits = Limits::from(request.limits);
+    let steps = early
+        .split_guardian(
             request.parent,
             request.terminate_descendants,
             INTERPRETER_REPORT_FD,
         )
-    } {
-        fail(&mut sender, err);
-    }
-    let limits = Limits::from(request.limits);
-    if let Err(err) = ChildSetup::new(&limits, request.name.as_deref()).apply_limits() {
-        fail(&mut sender, err);
-    }
+        .and_then(|split| split.apply_limits(&ChildSetup::new(&limits, request.name.as_deref())));
+    let limited = match steps {
+        Ok(limited) => limited,
+        Err(err) => setup_failed(&mut sender, err),
+    };
     let (user, system) = startup;
-    if sender.send_ready(user, system).is_err() {
+    let Ok(_running) = limited.ready(&mut sender, user, system) else {
         finish_child(false);
-    }
+    };
     let report_oom = limits.memory.is_some() && limits.memory_mode == MemoryMode::AddressSpace;
     run(&request.argument, &mut sender, report_oom);
     finish_child(sender.has_sent())

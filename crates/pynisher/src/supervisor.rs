@@ -293,7 +293,7 @@ impl Supervised {
     /// just after `start` was taken.
     ///
     /// # Errors
-    /// The pidfd could not be opened.
+    /// The pidfd could not be opened; the child is then stopped and reaped.
     pub fn new(
         pid: Pid,
         receiver: Option<Receiver>,
@@ -301,7 +301,7 @@ impl Supervised {
         start: StartMark,
         terminate_descendants: bool,
     ) -> Result<Supervised, Error> {
-        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::os("pidfd_open", e))?;
+        let pidfd = sys::pidfd_of_new_child(pid).map_err(|e| Error::os("pidfd_open", e))?;
         Ok(Supervised::build(
             pid,
             pidfd,

@@ -114,6 +114,17 @@ pub fn stop_unsupervised(pid: Pid) {
     let _ = wait4(pid, true);
 }
 
+/// A pidfd of `pid`, an unreaped child this process just started; where
+/// none can be opened (a seccomp profile without `pidfd_open`), the child is
+/// stopped and reaped ([`stop_unsupervised`]): it must never run on
+/// unsupervised, nor stay a zombie.
+///
+/// # Errors
+/// `pidfd_open` failed.
+pub fn pidfd_of_new_child(pid: Pid) -> io::Result<OwnedFd> {
+    pidfd_open(pid).inspect_err(|_| stop_unsupervised(pid))
+}
+
 /// `wait4(2)` on one child. With `block == false`, `Ok(None)` means it is
 /// still running.
 pub fn wait4(pid: Pid, block: bool) -> io::Result<Option<(libc::c_int, libc::rusage)>> {
