@@ -22,8 +22,14 @@ MAIN_DEFINITIONS = """
 import json
 import sys
 import time
+from typing import TypeVar
 
 import pynisher
+
+# An argument of the script that plain pickle would send by reference (its
+# reduction is its name): it must travel by value, even with a function that
+# travels by reference (getattr).
+T = TypeVar("T")
 
 
 class MainError(Exception):
@@ -60,6 +66,7 @@ def calls_in(context):
     report = {}
     limited = pynisher.Pynisher(double, context=context)
     report["value"] = limited(21)
+    report["TypeVar"] = pynisher.Pynisher(getattr, context=context)(T, "__name__")
     try:
         pynisher.Pynisher(fails, context=context)(7)
     except MainError as e:
@@ -79,6 +86,7 @@ def calls_in(context):
 
 EXPECTED_REPORT = {
     "value": 42,
+    "TypeVar": "T",
     "error": ["MainError caught", ["bad input", 7], True],
     "returned class": True,
     "wall_time": "wall_time",

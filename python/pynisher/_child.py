@@ -12,18 +12,19 @@ unpickled.
 from __future__ import annotations
 
 import io
-import mmap
 import os
-import pickle
+import resource
 import struct
 import sys
-import traceback
 import types
-import weakref
-from collections.abc import Sequence
-from typing import Any, Callable, ClassVar, Optional
 
-from . import _core
+from . import _core, _pickling
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Sequence
+    from typing import Any, Callable, Optional
 
 _U64 = struct.Struct("<Q")
 
@@ -63,51 +64,14 @@ _OUT_OF_BAND_BYTES = 1 << 20
 _RAW_BYTES = 1 << 32
 
 
-_by_value_pickler: Optional[type] = None
-
-
-def _refuse_open_file(file: Any) -> Any:
-    # What plain pickle says, so the error reads the same in every context.
-    raise TypeError(f"cannot pickle '{type(file).__module__}.{type(file).__qualname__}' object")
-
-
-def dumps(value: Any, *, by_value: bool, buffer_callback: Any = None) -> bytes:
-    """Pickle a result or an exception to send to the caller.
-
-    ``by_value`` (a fresh interpreter: spawn or forkserver) uses cloudpickle,
-    so lambdas, and functions and classes the caller defined in ``__main__``
-    (which arrived here by value), travel back; cloudpickle maps such a class
-    back to the caller's own class, so ``except MyError`` works. An open
-    text file is refused as plain pickle refuses it, instead of arriving as
-    a ``StringIO`` snapshot, so a returned file is the same error in every
-    context.
-    """
-    if not by_value:
-        return pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
-    global _by_value_pickler
-    if _by_value_pickler is None:
-        from collections import ChainMap
-
-        import cloudpickle
-
-        class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
-            dispatch_table: ClassVar[Any] = ChainMap(
-                {io.TextIOWrapper: _refuse_open_file}, cloudpickle.Pickler.dispatch_table
-            )
-
-        _by_value_pickler = _ByValuePickler
-    out = io.BytesIO()
-    _by_value_pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
-    return out.getvalue()
-
-
 # Each out-of-band buffer starts at a multiple of _BUFFER_ALIGN bytes, more
 # than any numpy dtype needs. One of at least _OWN_PAGES bytes starts and ends
 # on a page boundary instead: the caller maps it on its own, so an array kept
 # from a result keeps only its own memory, and each page belongs to one buffer.
 _BUFFER_ALIGN = 64
 _OWN_PAGES = 1 << 20
-_PADDING = memoryview(bytes(mmap.PAGESIZE))
+_PAGE = resource.getpagesize()
+_PADDING = memoryview(bytes(_PAGE))
 
 
 def buffer_offsets(start: int, lengths: Sequence[int]) -> list[int]:
@@ -116,12 +80,12 @@ def buffer_offsets(start: int, lengths: Sequence[int]) -> list[int]:
     offsets = []
     at = start
     for length in lengths:
-        align = mmap.PAGESIZE if length >= _OWN_PAGES else _BUFFER_ALIGN
+        align = _PAGE if length >= _OWN_PAGES else _BUFFER_ALIGN
         at = -(-at // align) * align
         offsets.append(at)
         at += length
         if length >= _OWN_PAGES:
-            at = -(-at // mmap.PAGESIZE) * mmap.PAGESIZE
+            at = -(-at // _PAGE) * _PAGE
     return offsets
 
 
@@ -135,8 +99,11 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
         buffers.append(memoryview(value))
         flags = _RAW_BYTES
     else:
-        pickled: list[pickle.PickleBuffer] = []
-        main = dumps(value, by_value=by_value, buffer_callback=pickled.append)
+        pickled: list[_pickling.PickleBuffer] = []
+        if by_value:
+            main = _pickling.dumps_for_interpreter(value, pickled, refuse_open_files=True)
+        else:
+            main = _pickling.dumps(value, pickled)
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
@@ -174,7 +141,7 @@ def decode_value(payload: Any) -> Any:
             buffers.append(_map_range(payload, offset, length))
         else:
             buffers.append(payload.read(offset, length, writable=True))
-    return pickle.loads(main, buffers=buffers)
+    return _pickling.loads(main, buffers=buffers)
 
 
 def _map_range(payload: Any, offset: int, length: int) -> mmap.mmap:
@@ -184,6 +151,9 @@ def _map_range(payload: Any, offset: int, length: int) -> mmap.mmap:
     Python's ``mmap`` exports the buffer, so this works with the abi3 wheel
     on every Python version (the buffer protocol joined the limited API only
     in 3.11)."""
+    import mmap
+    import weakref
+
     memfd = payload.claim(offset, length)
     try:
         mapped = mmap.mmap(
@@ -205,9 +175,13 @@ def encode_error(
 ) -> list[Any]:
     """Encode an exception with its traceback; never raises for a bad
     exception. The exception is pickled as a result would be (``by_value``:
-    see :func:`dumps`)."""
+    see :func:`make_body`)."""
     try:
-        pickled: Optional[bytes] = dumps(exc, by_value=by_value)
+        pickled: Optional[bytes] = (
+            _pickling.dumps_for_interpreter(exc, refuse_open_files=True)
+            if by_value
+            else _pickling.dumps(exc)
+        )
         pickle_error = None
     except Exception as why:
         pickled = None
@@ -224,7 +198,7 @@ def encode_error(
         "pickle_error": pickle_error,
         "problem": problem,
     }
-    return [pickle.dumps(info, protocol=5)]
+    return [_pickling.dumps(info)]
 
 
 def decode_error(payload: Any) -> Optional[dict[str, Any]]:
@@ -232,8 +206,14 @@ def decode_error(payload: Any) -> Optional[dict[str, Any]]:
     (the child ran out of memory even for the report)."""
     if payload is None or len(payload) == 0:
         return None
-    info: dict[str, Any] = pickle.loads(payload.read(0, len(payload)))
+    info: dict[str, Any] = _pickling.loads(payload.read(0, len(payload)))
     return info
+
+
+def format_traceback(exc: BaseException) -> str:
+    import traceback  # only on this path: it costs a spawned child several ms
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def flush_stdio() -> None:
@@ -398,16 +378,25 @@ def make_body(
 
     ``redirected`` says whether the caller's stdout and stderr are redirected
     to Python objects; what the function prints to them goes to the output
-    file ``output_fd`` (see :func:`capture_output`). ``by_value`` pickles the
-    result with cloudpickle, so that a fresh interpreter can return lambdas
-    and functions of its ``__main__``. ``decorated`` is the decorated
-    function (`limit`, `restricted`) this call runs, if any: it runs
-    directly when called inside this child (see `_ChildState`).
+    file ``output_fd`` (see :func:`capture_output`). ``by_value`` (a fresh
+    interpreter) pickles the result with cloudpickle where plain pickle would
+    not reproduce it (see `_pickling`), so that a fresh interpreter can
+    return lambdas and functions of its ``__main__``. ``decorated`` is the
+    decorated function (`limit`, `restricted`) this call runs, if any: it
+    runs directly when called inside this child (see `_ChildState`).
 
-    Everything needed to report running out of memory is allocated here, in
-    the caller, before the fork and before the memory limit applies.
+    Everything needed to report running out of memory is allocated here,
+    before the memory limit applies: in the caller before the fork, or in a
+    fresh interpreter before it applies its limits.
     """
     out_of_memory: tuple[str, list[Any]] = ("memory", [])
+    if memory_limited or not by_value:
+        # Formatting an error's traceback needs the module traceback. It is
+        # imported here: in the caller (fork) once, not in each failing
+        # child; and before a memory limit applies, so that reporting an
+        # error needs no memory the function may have taken. A fresh
+        # interpreter without a memory limit imports it only if the call fails.
+        import traceback  # noqa: F401
 
     def body() -> tuple[str, list[Any]]:
         child_state.enter(decorated)
@@ -423,7 +412,7 @@ def make_body(
                     value = asyncio.run(value)
             except BaseException as exc:
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
-                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                tb = format_traceback(exc)
                 exc.__traceback__ = None
                 return tag, encode_error(exc, tb, by_value=by_value)
             try:
@@ -431,7 +420,7 @@ def make_body(
             except MemoryError:
                 raise
             except BaseException as exc:
-                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                tb = format_traceback(exc)
                 problem = (
                     f"the function returned a {type(value).__qualname__} that cannot be pickled"
                     f" ({type(exc).__name__}: {exc})"

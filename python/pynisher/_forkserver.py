@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any, Optional
 
-from . import _core, _spawn
+from . import _core, _pickling, _spawn
 
 _lock = threading.Lock()
 # Keyed by the preload tuple and the function's module (name and file, or
@@ -49,11 +49,7 @@ def function_module(func: Any) -> Optional[tuple[str, str]]:
         return None
     module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
-    if module is None or not isinstance(path, str):
-        return None
-    import cloudpickle
-
-    if name in cloudpickle.list_registry_pickle_by_value():
+    if module is None or not isinstance(path, str) or _pickling.registered_by_value(name):
         return None
     return name, path
 
@@ -113,8 +109,9 @@ def serve(
         sys.path[:] = sys_path + [entry for entry in sys.path if entry not in sys_path]
     if cwd is not None:
         sys.path.insert(0, cwd)
-    # What every call needs, imported once here instead of in each child:
-    # cloudpickle alone would cost each call ~10 ms.
+    # Imported once here instead of in each child that needs it (a call whose
+    # function, arguments or result travel by value): it would cost such a
+    # call ~10 ms.
     import cloudpickle  # noqa: F401
 
     for name in preload:

@@ -1,25 +1,30 @@
 """The spawn context: a fresh interpreter per call.
 
-The caller pickles the function, its arguments and the limits with
-cloudpickle (so lambdas, closures and functions defined in ``__main__`` work)
-and the core starts ``sys.executable`` running :func:`main`. The child reads
-its request, restores the caller's ``sys.path`` and working directory,
-unpickles the function, applies the limits, announces that start-up is over
-(so start-up is not charged to the call) and runs the same child body as the
-fork context.
+The caller pickles the function, its arguments and the limits (with plain
+pickle, or with cloudpickle where plain pickle would not reproduce them, so
+lambdas, closures and functions defined in ``__main__`` work: see
+`_pickling`) and the core starts ``sys.executable`` running :func:`main`.
+The child reads its request, restores the caller's ``sys.path`` and working
+directory, unpickles the function, applies the limits, announces that
+start-up is over (so start-up is not charged to the call) and runs the same
+child body as the fork context.
+
+A child imports only what its call needs: this module, `_child`, `_pickling`
+and the core (the package's ``__init__`` loads the API lazily), and
+cloudpickle only for a pickle that needs it.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import resource
 import sys
-import traceback
-from typing import Any, Callable, Optional
 
-from . import _child, _core
-from ._exceptions import PynisherException
+from . import _child, _core, _pickling
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 def _describe(obj: Any) -> str:
@@ -30,22 +35,22 @@ def _describe(obj: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _send_mp_main_by_value(cloudpickle: Any) -> None:
-    """Inside a multiprocessing worker started by spawn or forkserver, the
-    main script is the module ``__mp_main__``, which no fresh interpreter can
-    import: its functions and classes travel by value, as ``__main__``'s do
-    (and classes come back as the caller's own)."""
-    module = sys.modules.get("__mp_main__")
-    if module is not None and module.__name__ == "__mp_main__":
-        cloudpickle.register_pickle_by_value(module)
+# sys.executable, sys.warnoptions and the interpreter flags they were worked
+# out from, then the flags: asked once, not on every call.
+_flags: Optional[tuple[str, tuple[str, ...], list[str]]] = None
 
 
 def interpreter_flags() -> list[str]:
     """The caller's interpreter flags (``-O``, ``-X``, ``-W``, ``-E``, ``-I``,
     ``-s``, ...) for a child interpreter, as multiprocessing passes them."""
-    import subprocess
+    global _flags
+    # The flags are fixed at start-up; warning options may be added later.
+    if _flags is None or _flags[:2] != (sys.executable, tuple(sys.warnoptions)):
+        import subprocess
 
-    return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+        flags = list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+        _flags = (sys.executable, tuple(sys.warnoptions), flags)
+    return list(_flags[2])
 
 
 def build_request(
@@ -65,21 +70,20 @@ def build_request(
     Raises `PynisherException` naming the object that cannot be pickled,
     before any process starts.
     """
-    import cloudpickle
-
-    _send_mp_main_by_value(cloudpickle)
     try:
         # One pickle, so a decorated function's wrapper and the name its
         # function calls it by stay one object in the child.
-        payload = cloudpickle.dumps((func, args, kwargs, decorated), protocol=5)
+        payload = _pickling.dumps_for_interpreter((func, args, kwargs, decorated))
     except Exception as why:
+        from ._exceptions import PynisherException
+
         culprit = "the function " + _describe(func)
         candidates = [("the function", func)]
         candidates += [(f"argument {i}", a) for i, a in enumerate(args)]
         candidates += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
         for label, obj in candidates:
             try:
-                cloudpickle.dumps(obj, protocol=5)
+                _pickling.dumps_for_interpreter(obj)
             except Exception:
                 culprit = f"{label} {_describe(obj)}"
                 break
@@ -98,7 +102,7 @@ def build_request(
         "terminate_child_processes": terminate_child_processes,
         "payload": payload,
     }
-    return pickle.dumps(request, protocol=5)
+    return _pickling.dumps(request)
 
 
 def working_directory() -> Optional[str]:
@@ -139,7 +143,7 @@ def _read_request(fd: int) -> dict[str, Any]:
     data = bytearray()
     while len(data) < size and (chunk := os.pread(fd, size - len(data), len(data))):
         data += chunk
-    request: dict[str, Any] = pickle.loads(data)
+    request: dict[str, Any] = _pickling.loads(data)
     return request
 
 
@@ -171,17 +175,14 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
     try:
         cwd = request["cwd"]
         os.chdir(cwd if cwd is not None else f"/proc/{request['parent']}/cwd")
-        func, args, kwargs, decorated = pickle.loads(request["payload"])
+        func, args, kwargs, decorated = _pickling.loads(request["payload"])
     except BaseException as exc:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = _child.format_traceback(exc)
         problem = f"could not load the function in the child ({type(exc).__name__}: {exc})"
         channel.send("error", _child.encode_error(exc, tb, problem=problem, by_value=True))
         _child.flush_stdio()
         _core.child_exit(channel.sent)
     del request["payload"]
-    _core.child_apply_limits(request["limits"], request["name"])
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    channel.ready(startup.ru_utime + usage.ru_utime, startup.ru_stime + usage.ru_stime)
     body = _child.make_body(
         func,
         args,
@@ -192,6 +193,9 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
         by_value=True,
         decorated=decorated,
     )
+    _core.child_apply_limits(request["limits"], request["name"])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    channel.ready(startup.ru_utime + usage.ru_utime, startup.ru_stime + usage.ru_stime)
     tag, parts = body()
     try:
         channel.send(tag, parts)

@@ -1,0 +1,32 @@
+"""Functions and classes of a module that imports nothing but ``sys``: what a
+spawned child has loaded when it runs one of them is what pynisher loaded.
+test_pickling.py runs them."""
+
+import sys
+
+
+def loaded_modules() -> list[str]:
+    return sorted(sys.modules)
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))
+
+
+class PointError(Exception):
+    pass
+
+
+def make_point(x: int, y: int) -> Point:
+    return Point(x, y)
+
+
+def refuse_point(point: Point) -> None:
+    raise PointError(point)
