@@ -115,9 +115,12 @@ fn oom_kills(events: &str) -> u64 {
 /// below it, whose kills v2 counts there too), so when the function dies by
 /// SIGKILL and this count rose during the call, the kernel's OOM killer of a
 /// cap outside pynisher (a container's, a batch job's) ended it.
+///
+/// It holds no descriptor between its two reads: the first comes before the
+/// call's process starts, which would inherit it (on fd 0, say, in a caller
+/// that closed its standard input).
 #[derive(Debug)]
 pub struct OomCounter {
-    file: fs::File,
     path: &'static Path,
     before: u64,
 }
@@ -147,14 +150,13 @@ impl OomCounter {
     pub fn start() -> Option<OomCounter> {
         static PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
         let path = PATH.get_or_init(caller_oom_counter).as_deref()?;
-        let file = fs::File::open(path).ok()?;
-        let before = read_oom_kills(&file)?;
-        Some(OomCounter { file, path, before })
+        let before = read_oom_kills(path)?;
+        Some(OomCounter { path, before })
     }
 
     /// The count now, against the count at the start.
     pub fn since_start(&self) -> Option<OomKills> {
-        let after = read_oom_kills(&self.file)?;
+        let after = read_oom_kills(self.path)?;
         let cap = (after > self.before)
             .then(|| self.path.parent().and_then(memory_cap))
             .flatten();
@@ -167,10 +169,10 @@ impl OomCounter {
     }
 }
 
-fn read_oom_kills(file: &fs::File) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
+fn read_oom_kills(path: &Path) -> Option<u64> {
+    use std::io::Read;
     let mut buf = [0u8; 512];
-    let n = file.read_at(&mut buf, 0).ok()?;
+    let n = fs::File::open(path).ok()?.read(&mut buf).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
     text.lines()
         .any(|l| l.starts_with("oom_kill "))
