@@ -1,6 +1,8 @@
 """The warm forkserver: the server imports the function's module once, so each
 call is a fork of a process that already has it; a module that fails or hangs
-on import there is the call's error, within its limits."""
+on import there is the call's error, within its limits; one whose import ends
+the server is tried once more in a fresh server, then named in a
+ForkServerError."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from types import ModuleType
 import pytest
 
 from pynisher import Pynisher, Status, WallTimeoutException
+from pynisher._exceptions import ForkServerError
 
 CALLS = 4
 OPT_OUT = "PYNISHER_FORKSERVER_IMPORT_FUNCTION_MODULE"
@@ -109,6 +112,48 @@ def test_a_hanging_import_in_the_server_is_bounded_and_the_server_replaced(
         time.sleep(0.05)
     assert not is_running(server)
     assert Pynisher(round, context="forkserver", wall_time=5)(2.6) == 3
+
+
+# Imports that end the process instead of raising. (No core file for the crash.)
+KILLING_IMPORTS = {
+    "os._exit": "os._exit(3)",
+    "segfault": "import ctypes, resource; "
+    "resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); ctypes.string_at(0)",
+    "SIGKILL": "import signal; os.kill(os.getpid(), signal.SIGKILL)",
+}
+HOW_IT_ENDED = {
+    "os._exit": "exited with code 3",
+    "segfault": "killed by SIGSEGV",
+    "SIGKILL": "killed by SIGKILL",
+}
+
+
+@pytest.mark.parametrize("how", sorted(KILLING_IMPORTS))
+def test_an_import_that_kills_the_server_is_retried_once_then_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    module = make_module(tmp_path, monkeypatch, KILLING_IMPORTS[how])
+    started = time.monotonic()
+    with pytest.raises(ForkServerError) as caught:
+        Pynisher(module.trial, context="forkserver", wall_time=5).run(1)
+    assert time.monotonic() - started < 5 + 10
+    message = str(caught.value)
+    assert repr(module.__name__) in message and HOW_IT_ENDED[how] in message, message
+    # Two servers imported it: the first, and one fresh server.
+    assert len(set(importers(tmp_path))) == 2
+    # Other calls go on.
+    assert Pynisher(round, context="forkserver", wall_time=5)(2.4) == 2
+
+
+def test_a_preload_module_that_kills_the_server_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = make_module(tmp_path, monkeypatch, KILLING_IMPORTS["os._exit"])
+    # The server finds preload modules on its own path.
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(ForkServerError, match=repr(module.__name__)):
+        Pynisher(round, context="forkserver", preload=[module.__name__])(2.4)
+    assert len(set(importers(tmp_path))) == 2
 
 
 def is_running(pid: int) -> bool:

@@ -357,22 +357,30 @@ class Pynisher(Generic[P, T]):
 
     def _run_forkserver(self, call_file: int, cancel: Any) -> Any:
         module = _forkserver.function_module(self.func)
-        # A server that died between calls is replaced once; the call had not
-        # started, so retrying it is safe.
+        # A server that died between calls, or while importing its modules,
+        # is replaced once; the call had not started, so retrying it is safe.
         for attempt in range(2):
             server = _forkserver.server_for(self.preload, module)
             try:
                 return _core.run_forkserver(
-                    server,
+                    server.process,
                     call_file,
                     self._limits,
                     terminate_child_processes=self.terminate_child_processes,
                     forceful_keyboard_interrupt=self.forceful_keyboard_interrupt,
                     cancel=cancel,
                 )
-            except ForkServerError:
+            except ForkServerError as error:
                 _forkserver.discard(server)
                 if attempt == 1:
+                    # An import that ends the server process (os._exit, a
+                    # crash, SIGKILL) instead of raising killed the fresh
+                    # server too: name it.
+                    killed = server.killed_by_import()
+                    if killed is not None:
+                        raise ForkServerError(
+                            f"{killed}, and so did a fresh server; the call did not start"
+                        ) from error
                     raise
         raise AssertionError("unreachable")
 

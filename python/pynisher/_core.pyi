@@ -174,13 +174,18 @@ class ForkServer:
     """A running forkserver; dropping it kills the server."""
 
     @staticmethod
-    def start(argv: list[str]) -> ForkServer: ...
+    def start(argv: list[str], imports_fd: Optional[int] = None) -> ForkServer:
+        """Starts a forkserver running ``argv``; ``imports_fd``, if given, is
+        passed to it as descriptor `FORKSERVER_IMPORTS_FD`."""
     @property
     def pid(self) -> int: ...
     def is_alive(self) -> bool: ...
 
 #: The descriptor on which the forkserver finds its control socket.
 FORKSERVER_CONTROL_FD: int
+#: The descriptor on which the forkserver finds the file where it notes the
+#: modules it imports before it serves.
+FORKSERVER_IMPORTS_FD: int
 
 def run_forkserver(
     server: ForkServer,

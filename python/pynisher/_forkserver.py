@@ -8,6 +8,10 @@ cheap fork of a process that already has them (unless the environment sets
 the child to the caller; the server only forks, reaps and reports exit
 statuses. If the server dies, the next call starts a new one; the server exits
 when its caller does.
+
+Before it serves, the server notes each module it imports in its import log,
+so that a server killed by an import (``os._exit``, a crash, SIGKILL) is
+reported with the module's name.
 """
 
 from __future__ import annotations
@@ -17,14 +21,75 @@ import os
 import signal
 import sys
 import threading
+import time
+import weakref
 from typing import Any, Optional
 
 from . import _core, _pickling, _spawn
 
 _lock = threading.Lock()
+
+
+class Server:
+    """A running forkserver (`process`) and its import log: a file where the
+    server writes the name of each module on a line of its own before it
+    imports it, and an empty line once it serves."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.log = os.memfd_create("pynisher-forkserver-imports", os.MFD_CLOEXEC)
+        try:
+            self.process = _core.ForkServer.start(argv, imports_fd=self.log)
+        except BaseException:
+            os.close(self.log)
+            raise
+        weakref.finalize(self, os.close, self.log)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def killed_by_import(self) -> Optional[str]:
+        """If the server is dead and an import it had begun was never
+        finished, which ended it: the module's name and how the server
+        ended, as a sentence."""
+        # The caller may see the server's sockets close a moment before the
+        # kernel reports its exit.
+        deadline = time.monotonic() + 1.0
+        while self.process.is_alive():
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.001)
+        lines = os.pread(self.log, os.fstat(self.log).st_size, 0).decode().split("\n")
+        # "a\nb\n" ends while importing b; "a\nb\n\n" once it serves.
+        if len(lines) < 2 or lines[-2] == "":
+            return None
+        return f"the forkserver died while importing {lines[-2]!r}{self._how_it_ended()}"
+
+    def _how_it_ended(self) -> str:
+        # The server is not reaped while its handle lives: the kernel keeps
+        # its wait status in the last field of /proc/<pid>/stat (Linux 3.5+).
+        try:
+            with open(f"/proc/{self.pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return ""
+        if fields[0] != "Z" or len(fields) < 50:
+            return ""
+        status = int(fields[49])
+        if os.WIFSIGNALED(status):
+            try:
+                return f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
+            except ValueError:
+                return f" (killed by signal {os.WTERMSIG(status)})"
+        return f" (exited with code {os.WEXITSTATUS(status)})"
+
+
 # Keyed by the preload tuple and the function's module (name and file, or
 # None), least recently used first.
-_servers: dict[tuple[tuple[str, ...], Optional[tuple[str, str]]], _core.ForkServer] = {}
+_servers: dict[tuple[tuple[str, ...], Optional[tuple[str, str]]], Server] = {}
 # Servers beyond this many are let go, least recently used first; one still
 # running a call lives until that call returns (the call holds it).
 MAX_SERVERS = 8
@@ -32,7 +97,7 @@ IMPORT_FUNCTION_MODULE = "PYNISHER_FORKSERVER_IMPORT_FUNCTION_MODULE"
 _owner = os.getpid()
 # Servers inherited through a fork of the caller belong to the parent: never
 # touch them (dropping one would kill the parent's server).
-_inherited: list[_core.ForkServer] = []
+_inherited: list[Server] = []
 
 
 def function_module(func: Any) -> Optional[tuple[str, str]]:
@@ -63,9 +128,7 @@ def command(preload: tuple[str, ...], module: Optional[str] = None) -> list[str]
     )
 
 
-def server_for(
-    preload: tuple[str, ...], module: Optional[tuple[str, str]] = None
-) -> _core.ForkServer:
+def server_for(preload: tuple[str, ...], module: Optional[tuple[str, str]] = None) -> Server:
     """The running server for ``preload`` and ``module``, started if needed."""
     global _owner
     key = (preload, module)
@@ -76,14 +139,14 @@ def server_for(
             _owner = os.getpid()
         server = _servers.pop(key, None)
         if server is None or not server.is_alive():
-            server = _core.ForkServer.start(command(preload, module and module[0]))
+            server = Server(command(preload, module and module[0]))
         _servers[key] = server
         while len(_servers) > MAX_SERVERS:
             del _servers[next(iter(_servers))]
         return server
 
 
-def discard(server: _core.ForkServer) -> None:
+def discard(server: Server) -> None:
     """Forget a server that failed, so the next call starts a new one."""
     with _lock:
         for key, known in list(_servers.items()):
@@ -109,24 +172,40 @@ def serve(
         sys.path[:] = sys_path + [entry for entry in sys.path if entry not in sys_path]
     if cwd is not None:
         sys.path.insert(0, cwd)
+    log = _core.FORKSERVER_IMPORTS_FD
+
+    def note(line: str) -> None:
+        try:
+            os.write(log, f"{line}\n".encode())
+        except OSError:
+            pass
+
     # Imported once here instead of in each child that needs it (a call whose
     # function, arguments or result travel by value): it would cost such a
     # call ~10 ms.
+    note("cloudpickle")
     import cloudpickle  # noqa: F401
 
     for name in preload:
+        note(name)
         try:
             importlib.import_module(name)
         except Exception as why:
             # The call that needs the module will report the import error.
             print(f"pynisher forkserver: could not preload {name}: {why}", file=sys.stderr)
     if module is not None:
+        note(module)
         try:
             importlib.import_module(module)
         # Whatever the import raises (SystemExit too), each call imports the
         # module again in its child and reports the error with its traceback.
         except BaseException:
             pass
+    note("")
+    try:
+        os.close(log)  # the calls' children must not inherit it
+    except OSError:
+        pass
     _core.forkserver_serve(_core.FORKSERVER_CONTROL_FD, caller, _child_main)
 
 

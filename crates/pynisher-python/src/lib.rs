@@ -24,6 +24,10 @@ use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop};
 /// Where a fresh interpreter finds its request.
 const REQUEST_FD: i32 = 5;
 
+/// Where a forkserver finds the file in which it notes each module it
+/// imports before it serves (see `pynisher._forkserver`).
+const FORKSERVER_IMPORTS_FD: i32 = pynisher::forkserver::CONTROL_FD + 1;
+
 pyo3::import_exception!(pynisher._exceptions, PynisherException);
 pyo3::import_exception!(pynisher._exceptions, ForkServerError);
 
@@ -460,13 +464,18 @@ struct ForkServerPy(ForkServer);
 
 #[pymethods]
 impl ForkServerPy {
-    /// Starts a forkserver running `argv`.
+    /// Starts a forkserver running `argv`; `imports_fd`, if given, is
+    /// passed to it as descriptor `FORKSERVER_IMPORTS_FD`.
     #[staticmethod]
-    fn start(argv: Vec<String>) -> PyResult<Self> {
+    #[pyo3(signature = (argv, imports_fd=None))]
+    fn start(argv: Vec<String>, imports_fd: Option<i32>) -> PyResult<Self> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| PyValueError::new_err("argv: empty"))?;
-        let program = Program::new(program, args).map_err(to_py_err)?;
+        let mut program = Program::new(program, args).map_err(to_py_err)?;
+        if let Some(fd) = imports_fd {
+            program = program.pass_fd(fd, FORKSERVER_IMPORTS_FD);
+        }
         ForkServer::start(program)
             .map(ForkServerPy)
             .map_err(to_py_err)
@@ -741,6 +750,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(release_range, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver_serve, m)?)?;
     m.add("FORKSERVER_CONTROL_FD", pynisher::forkserver::CONTROL_FD)?;
+    m.add("FORKSERVER_IMPORTS_FD", FORKSERVER_IMPORTS_FD)?;
     m.add_function(wrap_pyfunction!(run_fork, m)?)?;
     m.add_function(wrap_pyfunction!(run_spawn, m)?)?;
     m.add_function(wrap_pyfunction!(child_apply_limits, m)?)?;
