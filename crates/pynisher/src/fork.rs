@@ -3,12 +3,13 @@
 use std::os::fd::RawFd;
 
 use crate::channel::Sender;
-use crate::child::{setup_failed, CallProcess, ChildSetup};
+use crate::child::{setup_failed, step, CallProcess, ChildSetup};
 use crate::error::{Error, Result};
 use crate::guardian;
 use crate::limits::Limits;
 use crate::start::CallParts;
 use crate::supervisor::{StartMark, Supervised};
+use crate::sys::Pid;
 
 pub use crate::child::{finish_child, EXIT_NO_FRAME, EXIT_SETUP_FAILED};
 
@@ -72,15 +73,12 @@ where
     let (result_fd, memfd, page_fd) = parts.child_fds();
     let mut sender = Sender::new(result_fd, memfd);
 
-    hooks.before();
-    let started = StartMark::now();
-    // SAFETY: fork has no memory-safety preconditions of its own; what the
-    // child may do is the caller's contract, documented above.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: the freshly forked call's process, with only this thread.
-        let process = unsafe { CallProcess::started() };
-        run_child(
+    // SAFETY: what the child may do is the caller's contract, documented
+    // above.
+    let forked =
+        unsafe { fork_call_process(hooks, StartMark::now) }.map_err(|e| Error::os("fork", e))?;
+    match forked {
+        Forked::Child(process) => run_child(
             process,
             &setup,
             hooks,
@@ -88,18 +86,61 @@ where
             body,
             options.terminate_descendants,
             page_fd,
-        );
+        ),
+        Forked::Parent(pid, started) => {
+            parts.supervise(pid, limits, started, options.terminate_descendants)
+        }
+    }
+}
+
+/// Which side of [`fork_call_process`] this is.
+pub(crate) enum Forked<T> {
+    /// The new call's process, at its first step.
+    Child(CallProcess<step::Started>),
+    /// The caller (or the forkserver), with the child's pid and what
+    /// `just_before` made.
+    Parent(Pid, T),
+}
+
+/// Forks a call's process, the one way both `fork_with` and the forkserver
+/// do it: `hooks.before`, `just_before` (whose value only the parent keeps),
+/// `fork`, then `hooks.after_parent` in the parent. The child gets its
+/// [`CallProcess`] and must end with `_exit` (it calls `hooks.after_child`
+/// at its own step).
+///
+/// # Safety
+/// As [`fork_with`]: the child is a copy of this process with only the
+/// calling thread.
+///
+/// # Errors
+/// `fork` failed.
+pub(crate) unsafe fn fork_call_process<H: ForkHooks, T>(
+    hooks: &H,
+    just_before: impl FnOnce() -> T,
+) -> std::io::Result<Forked<T>> {
+    hooks.before();
+    let made = just_before();
+    // SAFETY: fork has no memory-safety preconditions of its own; what the
+    // child may do is the caller's contract.
+    let pid = unsafe { libc::fork() };
+    // Read before the hook can overwrite errno.
+    let failed = (pid < 0).then(std::io::Error::last_os_error);
+    if pid == 0 {
+        // The parent's; the child ends with _exit and must not drop it.
+        std::mem::forget(made);
+        // SAFETY: the freshly forked call's process, with only this thread.
+        return Ok(Forked::Child(unsafe { CallProcess::started() }));
     }
     hooks.after_parent();
-    if pid < 0 {
-        return Err(Error::last_os("fork"));
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(Forked::Parent(pid, made)),
     }
-    parts.supervise(pid, limits, started, options.terminate_descendants)
 }
 
 /// The forked call's process: the steps of [`CallProcess`], then `body`.
 fn run_child<H: ForkHooks, F: FnOnce(&mut Sender)>(
-    process: CallProcess<crate::child::step::Started>,
+    process: CallProcess<step::Started>,
     setup: &ChildSetup,
     hooks: &H,
     sender: &mut Sender,

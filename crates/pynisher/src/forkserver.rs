@@ -27,7 +27,7 @@ use crate::channel::Sender;
 use crate::child::{finish_child, setup_failed, step, CallProcess, ChildSetup};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{self, Program};
-use crate::fork::ForkHooks;
+use crate::fork::{fork_call_process, ForkHooks, Forked};
 use crate::limits::Limits;
 use crate::outcome::{Outcome, Status, Usage};
 use crate::start::CallParts;
@@ -356,32 +356,19 @@ pub unsafe fn serve<H: ForkHooks>(
             memfd: memfd.as_raw_fd(),
             page: page.as_raw_fd(),
         };
-        hooks.before();
         // SAFETY: the caller of `serve` upholds fork's contract.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // The child keeps only its own call's descriptors.
-            drop(running);
-            drop(control);
-            drop(caller_fd);
-            drop(socket);
-            // SAFETY: the freshly forked call's process, with only this
-            // thread (the server is single-threaded: the caller's contract).
-            let process = unsafe { CallProcess::started() };
-            let early = match process.setup_early(&call_setup) {
-                Ok(early) => early,
-                Err(err) => setup_failed(&mut Sender::new(call.result, call.memfd), err),
-            };
-            hooks.after_child();
-            // `child_main` splits off the call's guardian once it knows the
-            // call's options.
-            child_main(call, early);
-            finish_child(false);
-        }
-        hooks.after_parent();
-        if pid < 0 {
-            continue;
-        }
+        let pid = match unsafe { fork_call_process(hooks, || ()) } {
+            Ok(Forked::Parent(pid, ())) => pid,
+            Err(_) => continue,
+            Ok(Forked::Child(process)) => {
+                // The child keeps only its own call's descriptors.
+                drop(running);
+                drop(control);
+                drop(caller_fd);
+                drop(socket);
+                run_call_child(process, &call_setup, call, hooks, &mut child_main)
+            }
+        };
         // Opened before the child can be reaped, so it names this child only.
         // Unsupervised, the call must not run: the caller's `start_call`
         // sees the socket close and reports it.
@@ -397,4 +384,24 @@ pub unsafe fn serve<H: ForkHooks>(
         }
         drop((result, memfd, request, page));
     }
+}
+
+/// A forkserver's child for one call: step 1 of [`CallProcess`], then
+/// `child_main`, which takes the others. Never returns.
+fn run_call_child<H: ForkHooks>(
+    process: CallProcess<step::Started>,
+    setup: &ChildSetup,
+    call: CallFds,
+    hooks: &H,
+    child_main: &mut impl FnMut(CallFds, CallProcess<step::Early>),
+) -> ! {
+    let early = match process.setup_early(setup) {
+        Ok(early) => early,
+        Err(err) => setup_failed(&mut Sender::new(call.result, call.memfd), err),
+    };
+    hooks.after_child();
+    // `child_main` splits off the call's guardian once it knows the call's
+    // options.
+    child_main(call, early);
+    finish_child(false)
 }

@@ -2,12 +2,14 @@
 //! the started process to its supervisor: one implementation for the three
 //! ways a call starts (a fork, a fresh interpreter, a forkserver's child).
 //!
-//! The ways themselves stay apart, because they must: a fork copies the
-//! caller and runs a closure (`fork::fork_with`); a fresh interpreter is a
-//! new program image started with `clone(CLONE_VM | CLONE_VFORK)` and
-//! `execve` (`exec::start`), which costs the same from a caller of any size;
-//! the forkserver forks a small server that the caller reaches through a
-//! socket (`forkserver`), so the caller neither forks nor reaps.
+//! Two ways to create the process stay, because they must differ: a fork
+//! copies the caller and runs a closure or Python in the copy
+//! (`fork::fork_call_process`, for `fork_with` and for the forkserver's
+//! children alike), while a new program image (a fresh interpreter, a
+//! command, the forkserver itself) is started with `clone(CLONE_VM |
+//! CLONE_VFORK)` and `execve` (`exec::start`), which copies no page table
+//! and so costs the same from a caller of any size. A forkserver call is
+//! the first kind done by the server: the caller neither forks nor reaps.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
