@@ -777,9 +777,14 @@ impl Supervised {
         let returned = frame
             .as_ref()
             .is_some_and(|f| matches!(f.tag, Tag::Value | Tag::Error));
-        if watch.kill_reason.is_none() && returned {
+        // A kill that began after the result (a sample over the CPU limit,
+        // say) does not win over it; the account at the exit still can.
+        let result_may_win = watch.kill_reason.as_ref().is_none_or(|r| r.after_result);
+        if result_may_win && returned {
             if let Some(CpuAtResult::Unmeasured) = watch.result_cpu {
-                watch.kill_reason = self.cpu_at_exit(&usage);
+                if let Some(reason) = self.cpu_at_exit(&usage) {
+                    watch.kill_reason = Some(reason);
+                }
             }
         }
         // Only a SIGKILL can be the OOM killer's.
