@@ -5,7 +5,7 @@ test_pickling.py runs them."""
 import sys
 
 
-def loaded_modules() -> list[str]:
+def loaded_modules(*ignored: object) -> list[str]:
     return sorted(sys.modules)
 
 
@@ -30,3 +30,19 @@ def make_point(x: int, y: int) -> Point:
 
 def refuse_point(point: Point) -> None:
     raise PointError(point)
+
+
+class Count(int):
+    pass
+
+
+def type_names(*args: object, **kwargs: object) -> list[str]:
+    return [type(a).__name__ for a in args] + [f"{k}={type(v).__name__}" for k, v in kwargs.items()]
+
+
+def is_same(x: object, y: object) -> bool:
+    return x is y
+
+
+def echo(value: object) -> object:
+    return value

@@ -1,6 +1,6 @@
-"""What a call's objects travel by under spawn and forkserver (plain pickle
-where it reproduces them, cloudpickle otherwise), and what a spawned child
-imports: only what its call needs."""
+"""What a call's objects travel by under spawn and forkserver (marshal for
+plain data, plain pickle where it reproduces them, cloudpickle otherwise),
+and what a spawned child imports: only what its call needs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from lean_funcs import Point, PointError, loaded_modules, make_point, refuse_point
+from lean_funcs import (
+    Count,
+    Point,
+    PointError,
+    echo,
+    is_same,
+    loaded_modules,
+    make_point,
+    refuse_point,
+    type_names,
+)
 
 from pynisher import Pynisher
 
@@ -19,6 +29,7 @@ TESTS = Path(__file__).parent
 # What pynisher's API and cloudpickle pull in, none of which a spawned call of
 # a function of a module that imports only sys needs.
 NOT_NEEDED = [
+    "_pickle",
     "asyncio",
     "cloudpickle",
     "dataclasses",
@@ -52,6 +63,43 @@ def test_a_spawned_child_imports_only_what_its_call_needs() -> None:
     loaded = Pynisher(loaded_modules, context="spawn")()
     assert "lean_funcs" in loaded
     assert [name for name in NOT_NEEDED if name in loaded] == []
+
+
+def test_a_spawned_child_imports_a_pickler_for_what_is_not_plain_data() -> None:
+    loaded = Pynisher(loaded_modules, context="spawn")(Point(1, 2))
+    assert "_pickle" in loaded and "cloudpickle" not in loaded
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_arguments_and_results_keep_their_exact_types(context: str) -> None:
+    # Plain data travels by marshal, which would turn a subclass of a builtin
+    # or a bytearray into the base type: those go by pickle.
+    names = Pynisher(type_names, context=context)(
+        True, Count(3), bytearray(b"x"), 1.5, b"b", None, flag=frozenset({1}), n=1j
+    )
+    assert names == [
+        "bool",
+        "Count",
+        "bytearray",
+        "float",
+        "bytes",
+        "NoneType",
+        "flag=frozenset",
+        "n=complex",
+    ]
+    plain = (None, True, 2**70, -0.0, 1j, "é\udcff", b"\0", [1, (2,)], {"k": {3}}, frozenset(), ...)
+    assert Pynisher(echo, context=context)(plain) == plain
+    for value in (Count(4), bytearray(b"y"), [Count(5)], {"k": bytearray()}):
+        returned = Pynisher(echo, context=context)(value)
+        assert returned == value and type(returned) is type(value)
+    assert type(Pynisher(echo, context=context)([Count(5)])[0]) is Count
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_an_argument_passed_twice_is_one_object_in_the_child(context: str) -> None:
+    shared = [1, 2]
+    assert Pynisher(is_same, context=context)(shared, shared) is True
+    assert Pynisher(is_same, context=context)(shared, [1, 2]) is False
 
 
 def test_a_spawned_child_imports_cloudpickle_for_a_lambda() -> None:

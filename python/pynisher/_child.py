@@ -23,6 +23,7 @@ from . import _core, _pickling
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
+    from _pickle import PickleBuffer
     from collections.abc import Sequence
     from typing import Any, Callable, Optional
 
@@ -60,8 +61,10 @@ child_state = _ChildState()
 # hook for nested bytes objects that would not slow every other object down.)
 _OUT_OF_BAND_BYTES = 1 << 20
 # The first header word holds the buffer count, and this flag when the value
-# is such a bytes object (its one buffer is the value itself).
+# is such a bytes object (its one buffer is the value itself), or the other
+# when the value is plain data sent by marshal (see _pickling.marshalled).
 _RAW_BYTES = 1 << 32
+_MARSHALLED = 1 << 33
 
 
 # Each out-of-band buffer starts at a multiple of _BUFFER_ALIGN bytes, more
@@ -98,8 +101,12 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
         main = b""
         buffers.append(memoryview(value))
         flags = _RAW_BYTES
+    elif by_value and (marshalled := _pickling.marshalled(value)) is not None:
+        # A fresh interpreter then needs no pickler for it.
+        main = marshalled
+        flags = _MARSHALLED
     else:
-        pickled: list[_pickling.PickleBuffer] = []
+        pickled: list[PickleBuffer] = []
         if by_value:
             main = _pickling.dumps_for_interpreter(value, pickled, refuse_open_files=True)
         else:
@@ -132,6 +139,8 @@ def decode_value(payload: Any) -> Any:
     lengths = struct.unpack(f"<{count + 1}Q", payload.read(_U64.size, _U64.size * (count + 1)))
     start = _U64.size * (count + 2)
     main = payload.read(start, lengths[0])
+    if first & _MARSHALLED:
+        return _pickling.unmarshal(main)
     offsets = buffer_offsets(start + lengths[0], lengths[1:])
     if first & _RAW_BYTES:
         return payload.read(offsets[0], lengths[1])

@@ -13,25 +13,34 @@ function whose name leads to its wrapper, and modules registered with
 plain ``pickle.loads``: a pickle made by cloudpickle names cloudpickle's
 helpers, and unpickling it imports cloudpickle there.
 
-This module uses the C pickler ``_pickle`` directly: ``pickle`` would also
-import ``re`` and ``enum``, which cost a spawned child a few ms it does not
-need.
+Plain data (builtin scalars and containers only) travels by ``marshal``
+instead, which every interpreter has loaded at start-up: a spawned call of a
+function importable by reference, with such arguments and result, loads no
+pickler at all. Where a pickler is needed, this module uses the C pickler
+``_pickle`` directly: ``pickle`` would also import ``re`` and ``enum``.
 """
 
 from __future__ import annotations
 
-import _pickle
 import io
+import marshal
 import sys
 import types
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from _pickle import PickleBuffer
     from typing import Any, ClassVar, Optional
 
-loads = _pickle.loads
-PickleBuffer = _pickle.PickleBuffer
 PROTOCOL = 5
+
+
+def loads(data: Any, buffers: Any = ()) -> Any:
+    """Plain ``pickle.loads``."""
+    import _pickle
+
+    return _pickle.loads(data, buffers=buffers)
+
 
 # The modules a fresh interpreter cannot import: the caller's main script.
 _MAIN_SCRIPTS = ("__main__", "__mp_main__")
@@ -40,6 +49,8 @@ _MAIN_SCRIPTS = ("__main__", "__mp_main__")
 def dumps(obj: Any, buffers: Optional[list[PickleBuffer]] = None) -> bytes:
     """Plain pickle, protocol 5; with ``buffers``, out-of-band buffers are
     appended there instead of copied into the pickle."""
+    import _pickle
+
     return _pickle.dumps(
         obj, protocol=PROTOCOL, buffer_callback=None if buffers is None else buffers.append
     )
@@ -81,18 +92,80 @@ def by_reference(obj: Any) -> bool:
     return found is obj and not registered_by_value(module.__name__)
 
 
+# The exact types marshal reads back as themselves (a subclass, or another
+# object with a buffer, it would turn into its base type), and the most
+# objects checked before pickle, as good for big data, is used instead.
+_MARSHAL_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes, type(...)})
+_MARSHAL_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+_MARSHAL_MOST = 10_000
+_MARSHAL_DEPTH = 100
+
+
+def plain(obj: Any) -> bool:
+    """Whether ``obj`` is plain data that marshal reads back exactly: builtin
+    scalars and containers, no cycle, not too big."""
+    budget = [_MARSHAL_MOST]
+
+    def check(item: Any, depth: int) -> bool:
+        budget[0] -= 1
+        kind = type(item)
+        if kind in _MARSHAL_SCALARS:
+            return budget[0] >= 0
+        if kind not in _MARSHAL_CONTAINERS or depth > _MARSHAL_DEPTH or budget[0] < 0:
+            return False
+        if kind is dict:
+            return all(check(k, depth + 1) and check(v, depth + 1) for k, v in item.items())
+        return all(check(element, depth + 1) for element in item)
+
+    return check(obj, 0)
+
+
+def marshalled(obj: Any) -> Optional[bytes]:
+    """``obj`` as marshal data if it is `plain`, else None."""
+    if not plain(obj):
+        return None
+    try:
+        return marshal.dumps(obj)
+    except ValueError:
+        return None
+
+
+def unmarshal(data: Any) -> Any:
+    return marshal.loads(data)
+
+
+def find(module_name: str, qualname: str) -> Any:
+    """The object a reference names, found as plain pickle finds it."""
+    __import__(module_name)
+    found = sys.modules[module_name]
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
 class _NeedsCloudpickle(Exception):
     pass
 
 
-class _PlainPickler(_pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        # Called for every object but the builtin scalars and containers; a
-        # function or class that would not come back as itself stops plain
-        # pickle here.
-        if isinstance(obj, (types.FunctionType, type)) and not by_reference(obj):
-            raise _NeedsCloudpickle
-        return NotImplemented
+_plain_pickler: Optional[type] = None
+
+
+def _plain_pickler_class() -> type:
+    global _plain_pickler
+    if _plain_pickler is None:
+        import _pickle
+
+        class _PlainPickler(_pickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                # Called for every object but the builtin scalars and
+                # containers; a function or class that would not come back
+                # as itself stops plain pickle here.
+                if isinstance(obj, (types.FunctionType, type)) and not by_reference(obj):
+                    raise _NeedsCloudpickle
+                return NotImplemented
+
+        _plain_pickler = _PlainPickler
+    return _plain_pickler
 
 
 def dumps_for_interpreter(
@@ -114,7 +187,7 @@ def dumps_for_interpreter(
     attempt: list[PickleBuffer] = []
     out = io.BytesIO()
     try:
-        _PlainPickler(
+        _plain_pickler_class()(
             out, protocol=PROTOCOL, buffer_callback=None if buffers is None else attempt.append
         ).dump(obj)
     except MemoryError:

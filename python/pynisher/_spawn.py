@@ -1,17 +1,19 @@
 """The spawn context: a fresh interpreter per call.
 
-The caller pickles the function, its arguments and the limits (with plain
-pickle, or with cloudpickle where plain pickle would not reproduce them, so
-lambdas, closures and functions defined in ``__main__`` work: see
-`_pickling`) and the core starts ``sys.executable`` running :func:`main`.
-The child reads its request, restores the caller's ``sys.path`` and working
-directory, unpickles the function, applies the limits, announces that
-start-up is over (so start-up is not charged to the call) and runs the same
-child body as the fork context.
+The caller sends the function, its arguments and the limits in a request
+(by marshal where they are plain data and the function goes by reference,
+else with plain pickle, or with cloudpickle where plain pickle would not
+reproduce them, so lambdas, closures and functions defined in ``__main__``
+work: see `_pickling`) and the core starts ``sys.executable`` running
+:func:`main`. The child reads its request, restores the caller's
+``sys.path`` and working directory, loads the function, applies the limits,
+announces that start-up is over (so start-up is not charged to the call)
+and runs the same child body as the fork context.
 
 A child imports only what its call needs: this module, `_child`, `_pickling`
-and the core (the package's ``__init__`` loads the API lazily), and
-cloudpickle only for a pickle that needs it.
+and the core (the package's ``__init__`` loads the API lazily), the C
+pickler only for what is not plain data, and cloudpickle only for a pickle
+that needs it.
 """
 
 from __future__ import annotations
@@ -67,13 +69,46 @@ def build_request(
 ) -> bytes:
     """Pickle one call for a fresh interpreter.
 
+    The request itself is marshal data where it can be, and so is a call of
+    a function importable by reference with plain-data arguments: the child
+    then loads no pickler (see `_pickling`).
+
     Raises `PynisherException` naming the object that cannot be pickled,
     before any process starts.
     """
+    call: Optional[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = None
+    payload: Optional[bytes] = None
+    if decorated is None and _pickling.by_reference(func) and _pickling.plain((args, kwargs)):
+        call = (func.__module__, func.__qualname__, args, kwargs)
+    else:
+        payload = _pickle_call(func, args, kwargs, decorated)
+    request = {
+        "parent": os.getpid(),
+        "sys_path": list(sys.path),
+        "cwd": working_directory(),
+        "limits": limits.__getnewargs_ex__()[1],
+        "name": name,
+        "memory_limited": memory_limited,
+        "redirected": redirected,
+        "terminate_child_processes": terminate_child_processes,
+        "call": call,
+        "payload": payload,
+    }
+    marshalled = _pickling.marshalled(request)
+    return _MARSHALLED + marshalled if marshalled is not None else _pickling.dumps(request)
+
+
+# The first byte of a request sent by marshal (a pickle starts with 0x80).
+_MARSHALLED = b"M"
+
+
+def _pickle_call(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], decorated: Any
+) -> bytes:
     try:
         # One pickle, so a decorated function's wrapper and the name its
         # function calls it by stay one object in the child.
-        payload = _pickling.dumps_for_interpreter((func, args, kwargs, decorated))
+        return _pickling.dumps_for_interpreter((func, args, kwargs, decorated))
     except Exception as why:
         from ._exceptions import PynisherException
 
@@ -91,18 +126,6 @@ def build_request(
             f"cannot send {culprit} to a spawned child: it cannot be pickled "
             f"({type(why).__name__}: {why})"
         ) from why
-    request = {
-        "parent": os.getpid(),
-        "sys_path": list(sys.path),
-        "cwd": working_directory(),
-        "limits": limits,
-        "name": name,
-        "memory_limited": memory_limited,
-        "redirected": redirected,
-        "terminate_child_processes": terminate_child_processes,
-        "payload": payload,
-    }
-    return _pickling.dumps(request)
 
 
 def working_directory() -> Optional[str]:
@@ -143,7 +166,11 @@ def _read_request(fd: int) -> dict[str, Any]:
     data = bytearray()
     while len(data) < size and (chunk := os.pread(fd, size - len(data), len(data))):
         data += chunk
-    request: dict[str, Any] = _pickling.loads(data)
+    request: dict[str, Any]
+    if data[:1] == _MARSHALLED:
+        request = _pickling.unmarshal(data[1:])
+    else:
+        request = _pickling.loads(data)
     return request
 
 
@@ -175,7 +202,11 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
     try:
         cwd = request["cwd"]
         os.chdir(cwd if cwd is not None else f"/proc/{request['parent']}/cwd")
-        func, args, kwargs, decorated = _pickling.loads(request["payload"])
+        if request["call"] is not None:
+            module, qualname, args, kwargs = request["call"]
+            func, decorated = _pickling.find(module, qualname), None
+        else:
+            func, args, kwargs, decorated = _pickling.loads(request["payload"])
     except BaseException as exc:
         tb = _child.format_traceback(exc)
         problem = f"could not load the function in the child ({type(exc).__name__}: {exc})"
@@ -193,7 +224,7 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
         by_value=True,
         decorated=decorated,
     )
-    _core.child_apply_limits(request["limits"], request["name"])
+    _core.child_apply_limits(_core.Limits(**request["limits"]), request["name"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     channel.ready(startup.ru_utime + usage.ru_utime, startup.ru_stime + usage.ru_stime)
     tag, parts = body()
