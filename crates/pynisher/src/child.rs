@@ -533,18 +533,6 @@ impl ChildSetup {
         self
     }
 
-    /// Applies the whole setup in the freshly forked child:
-    /// [`ChildSetup::apply_early`] then [`ChildSetup::apply_limits`].
-    /// Async-signal-safe.
-    ///
-    /// # Errors
-    /// The first step that failed. If the parent is already gone the child
-    /// exits at once instead.
-    pub fn apply(&self) -> Result<(), SetupError> {
-        self.apply_early()?;
-        self.apply_limits()
-    }
-
     /// The part of the setup that must happen at once, before anything can
     /// go wrong: its own process group; SIGKILL when the parent dies (then a
     /// check that the parent has not died already); child subreaper, so that

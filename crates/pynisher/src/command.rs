@@ -25,8 +25,9 @@
 //! `execve` or exited. Between the two the child only makes async-signal-safe
 //! system calls on memory that already exists:
 //!
-//! 1. [`ChildSetup::apply`]: its own process group, SIGKILL when the caller
-//!    dies, child subreaper, `RLIMIT_CPU`;
+//! 1. [`ChildSetup::apply_early`] and [`ChildSetup::apply_limits`]: its own
+//!    process group, SIGKILL when the caller dies, child subreaper,
+//!    `RLIMIT_CPU`;
 //! 2. `RLIMIT_AS` in address-space memory mode (see below);
 //! 3. every catchable signal back to its default action and an empty signal
 //!    mask, so that the command is not started with what the caller ignored
