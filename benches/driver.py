@@ -221,6 +221,25 @@ class Entry:
             return f"n/a (timeout: {md_escape(short(self.failure or '', 60))})"
         return f"n/a ({md_escape(short(self.failure or 'no data', 90))})"
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        """An entry as `to_json` saved it, to render a report again."""
+        return cls(
+            group=data["group"],
+            config=data["config"],
+            impl=data["impl"],
+            case=data["case"],
+            params=data["params"],
+            timeout=0.0,
+            samples=list(data["samples"]),
+            series={name: list(v) for name, v in data.get("series", {}).items()},
+            errors=dict(data.get("errors", {})),
+            meta=dict(data.get("meta", {})),
+            failure=data.get("failure"),
+            status=data.get("status", "ok"),
+            seconds=float(data.get("worker_seconds", 0.0)),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "group": self.group,
@@ -1162,8 +1181,8 @@ def throughput_table(report: Report) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in report.by_key.values():
-        if entry.group != "throughput" or entry.impl != OLD:
-            continue
+        if entry.group != "throughput" or entry.impl != OLD or "/" not in entry.config:
+            continue  # (a run before 2026-12-01 measured the fork context only)
         new = report.get("throughput", entry.config, NEW)
         floor = report.get("throughput", entry.config, FLOOR)
 
@@ -1439,6 +1458,80 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
         plt.close(fig)
         written.append("large_results.png")
 
+    if report.has_group("heavy"):
+        labels = list(CONTEXTS)
+        series = {OLD: [], NEW: []}
+        for ctx in CONTEXTS:
+            for impl in (OLD, NEW):
+                entry = report.get("heavy", ctx, impl)
+                value = entry.med() if entry else None
+                series[impl].append(value * 1e3 if value is not None else None)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        bar_group(ax, labels, series)
+        floor = report.get("heavy", "floor/import", FLOOR)
+        if floor and floor.samples:
+            ax.axhline(
+                floor.med() * 1e3,
+                color=colors[FLOOR],
+                ls="--",
+                lw=1,
+                label='python -c "import heavy_module"',
+            )
+        ax.set_yscale("log")
+        ax.set_ylabel("median time per call (ms, log scale)")
+        ax.set_title("A trial function whose module imports numpy and scipy")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "heavy.png", dpi=110)
+        plt.close(fig)
+        written.append("heavy.png")
+
+    if report.has_group("throughput"):
+        fig, axes = plt.subplots(1, len(CONTEXTS), figsize=(11, 4), sharey=False)
+        for ax, ctx in zip(axes, CONTEXTS, strict=True):
+            floor_ctx = "fork" if ctx == "forkserver" else ctx
+            drawn = False
+            for impl, of_ctx, label in (
+                (OLD, ctx, IMPL_LABEL[OLD]),
+                (NEW, ctx, IMPL_LABEL[NEW]),
+                (FLOOR, floor_ctx, "raw fork" if floor_ctx == "fork" else "python -c pass"),
+            ):
+                pts = []
+                for entry in report.by_key.values():
+                    if (
+                        entry.group != "throughput"
+                        or entry.impl != impl
+                        or not entry.samples
+                        or "/" not in entry.config
+                    ):
+                        continue
+                    entry_ctx, threads = entry.config.split("/")
+                    if entry_ctx == of_ctx:
+                        pts.append((int(threads), entry.med()))
+                pts.sort()
+                if pts:
+                    drawn = True
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        marker="o",
+                        color=colors[impl],
+                        ls=":" if impl == FLOOR else "-",
+                        label=label,
+                    )
+            ax.set_title(ctx)
+            ax.set_xlabel("caller threads")
+            ax.set_xticks([1, 2, 4])
+            ax.set_ylim(bottom=0)
+            if drawn:
+                ax.legend(fontsize=7)
+        axes[0].set_ylabel("no-op calls per second")
+        fig.suptitle("Throughput with caller threads (2 cores)")
+        fig.tight_layout()
+        fig.savefig(out_dir / "throughput.png", dpi=110)
+        plt.close(fig)
+        written.append("throughput.png")
+
     return written, None
 
 
@@ -1456,11 +1549,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--new-python", default=str(HERE / ".venv-new" / "bin" / "python"))
     parser.add_argument("--floor-python", default=None, help="default: the old venv's python")
     parser.add_argument("--new-note", default=None, help="why ours may be missing (from run.sh)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="measure nothing: write RESULTS.md and the plots again from this results.json",
+    )
     return parser.parse_args(argv)
+
+
+def render(saved: Path, out: Path) -> int:
+    """Writes the report of an earlier run again, with this driver's tables
+    and plots; the measurements and their metadata are the saved ones."""
+    data = json.loads(saved.read_text())
+    entries = [Entry.from_json(e) for e in data["entries"]]
+    meta = data["meta"]
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(entries)
+    plots, plot_problem = make_plots(report, out)
+    meta["plots"], meta["plot_problem"] = plots, plot_problem
+    if saved.resolve() != (out / "results.json").resolve():
+        (out / "results.json").write_text(json.dumps(data, indent=1))
+    write_markdown(out / "RESULTS.md", report, entries, meta, plots)
+    print(f"wrote {out / 'RESULTS.md'} ({len(plots)} plots) from {saved}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        return render(args.render, args.out)
     started = time.monotonic()
     load_start = load_average()
     groups = [g.strip() for g in args.only.split(",") if g.strip()] or list(GROUPS)
