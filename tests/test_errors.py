@@ -310,3 +310,32 @@ def test_base_exceptions_in_the_child_do_not_end_the_caller(
     assert outcome.traceback is not None and func.__name__ in outcome.traceback
     with pytest.raises(PynisherException):
         Pynisher(func, context=context)()
+
+
+def test_a_traceback_is_formatted_even_when_importing_traceback_runs_out_of_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fresh interpreter imports `traceback` only when a call fails; a call
+    # at its memory limit may not have the memory for that import. The
+    # function's own exception must still be reported with its frames.
+    from pynisher import _child
+
+    def fail_here() -> None:
+        raise ValueError("the function's own error")
+
+    try:
+        fail_here()
+    except ValueError as exc:
+        caught = exc
+    real_import = __import__
+
+    def no_memory_for_traceback(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "traceback":
+            raise MemoryError
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", no_memory_for_traceback)
+    text = _child.format_traceback(caught)
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert f"line {fail_here.__code__.co_firstlineno + 1}, in fail_here" in text
+    assert text.endswith("ValueError: the function's own error\n")

@@ -220,9 +220,28 @@ def decode_error(payload: Any) -> Optional[dict[str, Any]]:
 
 
 def format_traceback(exc: BaseException) -> str:
-    import traceback  # only on this path: it costs a spawned child several ms
+    """The traceback as Python prints it. Where even importing ``traceback``
+    (imported only on this path: it costs a fresh interpreter several ms)
+    runs out of memory under the call's memory limit, the frames' files,
+    lines and names are listed without it, so the function's own exception
+    is still the one reported."""
+    try:
+        import traceback
 
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except MemoryError:
+        return _bare_traceback(exc)
+
+
+def _bare_traceback(exc: BaseException) -> str:
+    lines = ["Traceback (most recent call last):\n"]
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+        tb = tb.tb_next
+    lines.append(f"{type(exc).__qualname__}: {exc}\n")
+    return "".join(lines)
 
 
 def flush_stdio() -> None:
@@ -399,12 +418,11 @@ def make_body(
     fresh interpreter before it applies its limits.
     """
     out_of_memory: tuple[str, list[Any]] = ("memory", [])
-    if memory_limited or not by_value:
-        # Formatting an error's traceback needs the module traceback. It is
-        # imported here: in the caller (fork) once, not in each failing
-        # child; and before a memory limit applies, so that reporting an
-        # error needs no memory the function may have taken. A fresh
-        # interpreter without a memory limit imports it only if the call fails.
+    if not by_value:
+        # Formatting an error's traceback needs the module traceback: a fork
+        # caller imports it here once, not each failing child. A fresh
+        # interpreter imports it only if the call fails (see
+        # `format_traceback` for a call at its memory limit).
         import traceback  # noqa: F401
 
     def body() -> tuple[str, list[Any]]:
