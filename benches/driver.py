@@ -698,6 +698,12 @@ def verdict(value: float | None, limit: float, unit: str = "x", entry: Entry | N
     return f"missed by {fmt_ms(value - limit)}"
 
 
+def throughput_floor_context(ctx: str) -> str:
+    """The context whose throughput floor a context is compared with: the
+    forkserver's is the raw fork's (the floor runs no server)."""
+    return "fork" if ctx == "forkserver" else ctx
+
+
 def floor_for(report: Report, ctx: str) -> Entry | None:
     if ctx == "spawn":
         return report.get("overhead", "floor/python-c-pass", FLOOR)
@@ -741,7 +747,7 @@ def targets_table(report: Report) -> list[str]:
             )
     if report.has_group("throughput"):
         for ctx in CONTEXTS:
-            floor_ctx = "fork" if ctx == "forkserver" else ctx
+            floor_ctx = throughput_floor_context(ctx)
 
             def gain(impl: str, of_ctx: str) -> float | None:
                 return ratio(
@@ -1192,7 +1198,7 @@ def throughput_table(report: Report) -> list[str]:
             return e.cell(f"{e.med():.0f}/s" if e.samples else None)
 
         ctx, threads = entry.config.split("/")
-        floor_ctx = "fork" if ctx == "forkserver" else ctx
+        floor_ctx = throughput_floor_context(ctx)
         if floor is None:
             floor = report.get("throughput", f"{floor_ctx}/{threads}", FLOOR)
 
@@ -1345,6 +1351,12 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
     colors = {OLD: "#999999", NEW: "#1f77b4", FLOOR: "#2ca02c"}
     written: list[str] = []
 
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     def bar_group(ax: Any, labels: list[str], series: dict[str, list[float | None]]) -> None:
         width = 0.8 / max(1, len(series))
         # x in data units, y in axes units: the "n/a" marks sit on the x axis
@@ -1402,10 +1414,7 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
         ax.set_ylabel("median time per no-op call (ms, log scale)")
         ax.set_title("Per-call overhead by context")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "overhead.png", dpi=110)
-        plt.close(fig)
-        written.append("overhead.png")
+        save(fig, "overhead.png")
 
     if report.has_group("rss"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -1434,10 +1443,7 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
         ax.set_title("Overhead against caller RSS")
         if lines_drawn:
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "overhead_vs_rss.png", dpi=110)
-        plt.close(fig)
-        written.append("overhead_vs_rss.png")
+        save(fig, "overhead_vs_rss.png")
 
     if report.has_group("large"):
         labels = []
@@ -1453,10 +1459,7 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
         bar_group(ax, labels, series)
         ax.set_ylabel("GiB/s (value size / median call time)")
         ax.set_title("Large-result throughput (fork context)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "large_results.png", dpi=110)
-        plt.close(fig)
-        written.append("large_results.png")
+        save(fig, "large_results.png")
 
     if report.has_group("heavy"):
         labels = list(CONTEXTS)
@@ -1481,15 +1484,12 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
         ax.set_ylabel("median time per call (ms, log scale)")
         ax.set_title("A trial function whose module imports numpy and scipy")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "heavy.png", dpi=110)
-        plt.close(fig)
-        written.append("heavy.png")
+        save(fig, "heavy.png")
 
     if report.has_group("throughput"):
         fig, axes = plt.subplots(1, len(CONTEXTS), figsize=(11, 4), sharey=False)
         for ax, ctx in zip(axes, CONTEXTS, strict=True):
-            floor_ctx = "fork" if ctx == "forkserver" else ctx
+            floor_ctx = throughput_floor_context(ctx)
             drawn = False
             for impl, of_ctx, label in (
                 (OLD, ctx, IMPL_LABEL[OLD]),
@@ -1527,10 +1527,7 @@ def make_plots(report: Report, out_dir: Path) -> tuple[list[str], str | None]:
                 ax.legend(fontsize=7)
         axes[0].set_ylabel("no-op calls per second")
         fig.suptitle("Throughput with caller threads (2 cores)")
-        fig.tight_layout()
-        fig.savefig(out_dir / "throughput.png", dpi=110)
-        plt.close(fig)
-        written.append("throughput.png")
+        save(fig, "throughput.png")
 
     return written, None
 
