@@ -85,7 +85,12 @@ CTRL_C = """
 
     def wait():
         print("waiting", flush=True)
-        time.sleep(30)
+        # Short sleeps, not one long one: a SIGINT that lands after the
+        # interpreter's last check but before the sleep's system call starts
+        # only raises once that call returns (CPython's own race, seen about
+        # once in 35 runs when the Ctrl-C follows "waiting" at once).
+        for _ in range(300):
+            time.sleep(0.1)
 
     for context in ("fork", "spawn", "forkserver"):
         try:
