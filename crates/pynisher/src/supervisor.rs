@@ -589,7 +589,7 @@ impl Supervised {
             watch.clocks.hard_kill_at = None;
         }
         if let Some(discovery) = watch.clocks.discovery.as_mut().filter(|d| now >= d.next) {
-            watch.tree.discover();
+            watch.tree.follow();
             discovery.interval = (discovery.interval * 2).min(SNAPSHOT_INTERVAL);
             discovery.next = now + discovery.interval;
         }
@@ -932,7 +932,7 @@ impl Supervised {
             // spared a scan of every process on the machine.
             return CpuAtResult::Unmeasured;
         }
-        tree.discover();
+        tree.follow();
         let sample = net_of_startup(tree.measure(false), startup);
         // Below a guardian, the function's own process must still be alive
         // to be measured to the nanosecond: once reaped, its time is only

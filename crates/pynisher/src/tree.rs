@@ -1,7 +1,9 @@
 //! Finding, freezing and killing every descendant of a call.
 //!
-//! Linux offers no cheap "children of" query without `CONFIG_PROC_CHILDREN`,
-//! so the tree is found by scanning `/proc/*/stat` for parent links. Every
+//! The tree is found by scanning `/proc/*/stat` for parent links; the
+//! periodic samples follow the kernel's children lists instead where it
+//! keeps them (`CONFIG_PROC_CHILDREN`), which costs reads per process of the
+//! call rather than per process on the machine. Every
 //! process found gets a pidfd at once: once a parent dies its orphans are
 //! reparented away and can no longer be found through it, but the pidfd still
 //! names them, immune to pid reuse. Processes that stay in the call's process
@@ -112,12 +114,67 @@ impl Tree {
         let mut queue: Vec<Pid> = seen.iter().copied().collect();
         let mut found_new = 0;
         while let Some(pid) = queue.pop() {
-            if pid != self.root && !self.members.contains_key(&pid) && self.adopt(pid, &by_pid) {
+            let same_start = |now: &ProcStat| {
+                by_pid
+                    .get(&pid)
+                    .is_some_and(|then| then.starttime == now.starttime)
+            };
+            if pid != self.root && !self.members.contains_key(&pid) && self.adopt(pid, same_start) {
                 found_new += 1;
             }
             for child in children.get(&pid).into_iter().flatten() {
                 if seen.insert(*child) {
                     queue.push(*child);
+                }
+            }
+        }
+        found_new
+    }
+
+    /// Adopts the new descendants that the kernel's children lists lead to,
+    /// from the root and every live member: a few reads per process of the
+    /// call, where [`Tree::discover`] reads every process on the machine
+    /// (hundreds of files a scan on a busy host). For the periodic samples;
+    /// killing uses `discover`, which also finds what left the tree's
+    /// parent links but stayed in its process group. Falls back to
+    /// `discover` once the root has exited (its orphans went to another
+    /// reaper) or where the kernel keeps no such lists. While the root
+    /// lives, nothing is missed for long: it is a child subreaper (every
+    /// call's process is), so orphans come back to it and onto its list.
+    /// Returns how many were new.
+    pub fn follow(&mut self) -> usize {
+        if ProcStat::read(self.root).is_none_or(|stat| stat.is_exited()) {
+            return self.discover();
+        }
+        let Some(below_root) = sys::children_of(self.root) else {
+            return self.discover();
+        };
+        let mut seen: HashSet<Pid> = HashSet::from([self.root]);
+        let mut parents: Vec<(Pid, Vec<Pid>)> = vec![(self.root, below_root)];
+        let live: Vec<Pid> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.exited)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in live {
+            seen.insert(pid);
+            if let Some(children) = sys::children_of(pid) {
+                parents.push((pid, children));
+            }
+        }
+        let mut found_new = 0;
+        while let Some((parent, children)) = parents.pop() {
+            for child in children {
+                if !seen.insert(child) {
+                    continue;
+                }
+                if !self.members.contains_key(&child) && self.adopt(child, |now| now.ppid == parent)
+                {
+                    found_new += 1;
+                }
+                if let Some(grandchildren) = sys::children_of(child) {
+                    parents.push((child, grandchildren));
                 }
             }
         }
@@ -173,17 +230,15 @@ impl Tree {
         sample
     }
 
-    /// Opens a pidfd on `pid` and checks that it is still the process the scan
-    /// saw (same start time), so a reused pid is never adopted.
-    fn adopt(&mut self, pid: Pid, scanned: &HashMap<Pid, &ProcStat>) -> bool {
-        let Some(before) = scanned.get(&pid) else {
-            return false;
-        };
+    /// Opens a pidfd on `pid` and checks, by `still_the_one`, that it names
+    /// the process that was found (a scan's start time, a list's parent), so
+    /// that a pid reused since is never adopted.
+    fn adopt(&mut self, pid: Pid, still_the_one: impl FnOnce(&ProcStat) -> bool) -> bool {
         let Ok(pidfd) = sys::pidfd_open(pid) else {
             return false;
         };
         match ProcStat::read(pid) {
-            Some(now) if now.starttime == before.starttime => {
+            Some(now) if still_the_one(&now) => {
                 let exited = now.is_exited();
                 self.members.insert(pid, Member { pidfd, exited });
                 true

@@ -347,6 +347,32 @@ pub fn ticks(n: u64) -> Duration {
         + Duration::from_nanos((n % per_second) * 1_000_000_000 / per_second)
 }
 
+/// The children of `pid`, from the kernel's list of each of its threads
+/// (`/proc/<pid>/task/<tid>/children`): a few reads per process, where
+/// [`all_processes`] reads every process on the machine. `None` if the
+/// process is gone or the kernel keeps no such lists (built without
+/// `CONFIG_PROC_CHILDREN`). A child that is being reparented while the
+/// lists are read may be missing from them.
+pub fn children_of(pid: Pid) -> Option<Vec<Pid>> {
+    static KEPT: OnceLock<bool> = OnceLock::new();
+    if !*KEPT.get_or_init(|| fs::metadata("/proc/thread-self/children").is_ok()) {
+        return None;
+    }
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        // A thread that exited since the listing has handed its children to
+        // another thread, whose list has them.
+        if let Ok(list) = fs::read(task.path().join("children")) {
+            children.extend(
+                list.split(u8::is_ascii_whitespace)
+                    .filter_map(super::procfs::parse_decimal),
+            );
+        }
+    }
+    Some(children)
+}
+
 /// Every process visible in `/proc`.
 pub fn all_processes() -> Vec<ProcStat> {
     let Ok(pids) = NumberedEntries::<{ 16 << 10 }>::open(b"/proc\0") else {
