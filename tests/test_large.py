@@ -4,6 +4,7 @@ compared by checksum, and the returned array is writable; in every context."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 import pytest
@@ -94,3 +95,17 @@ def test_a_slice_of_a_result_keeps_only_its_own_buffer(context: str) -> None:
     # The 400 MB array's pages are freed at once, though the slice lives on.
     assert before - shared_memory_bytes() > 300 * MB
     assert int(kept.sum()) == 45
+
+
+def test_the_shared_memory_of_a_large_bytes_result_is_freed(context: str) -> None:
+    # A large result's memfd is freed on a short-lived thread of its own,
+    # after the call has returned: it must still be freed, and soon.
+    before = shared_memory_bytes()
+    data, digest = Pynisher(make_bytes, wall_time=60, context=context)()
+    assert hashlib.sha256(data).hexdigest() == digest
+    deadline = time.monotonic() + 10
+    while shared_memory_bytes() - before > SIZE // 2:
+        assert time.monotonic() < deadline, "the result's memfd was never freed"
+        time.sleep(0.02)
+    # The bytes object is the caller's own memory, not the memfd's.
+    assert len(data) == SIZE and hashlib.sha256(data).hexdigest() == digest

@@ -311,11 +311,37 @@ impl PayloadPy {
     }
 }
 
+/// From this size on, a result's memfd is freed on a thread of its own.
+const FREE_BESIDE: usize = 64 << 20;
+
 impl Drop for PayloadPy {
     fn drop(&mut self) {
         // What no mapping shows (the pickle, small buffers copied out) is
         // freed now rather than when the last mapping of the memfd goes.
-        let _ = self.payload.discard_unmapped();
+        let payload = std::mem::replace(&mut self.payload, Payload::Inline(Vec::new()));
+        if payload.len() < FREE_BESIDE {
+            let _ = payload.discard_unmapped();
+            return;
+        }
+        // Freeing a gigabyte of it takes about 0.1 s, which neither the
+        // call's return nor the GIL should wait for. The thread lives only
+        // that long (Python 3.12+ warns when os.fork meets a thread).
+        let (hand, take) = std::sync::mpsc::channel::<Payload>();
+        let freer = std::thread::Builder::new()
+            .name("pynisher-free".into())
+            .spawn(move || {
+                if let Ok(payload) = take.recv() {
+                    let _ = payload.discard_unmapped();
+                }
+            });
+        let payload = match freer {
+            Ok(_) => match hand.send(payload) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(payload)) => payload,
+            },
+            Err(_) => payload,
+        };
+        let _ = payload.discard_unmapped();
     }
 }
 

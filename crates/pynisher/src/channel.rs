@@ -62,6 +62,10 @@ impl Tag {
     }
 }
 
+/// From this size on, [`Payload::read_at`] backs its destination with memory
+/// before it copies.
+const POPULATE_FIRST: usize = 1 << 20;
+
 /// A complete frame.
 #[derive(Debug)]
 pub struct Frame {
@@ -112,6 +116,9 @@ impl Payload {
         match self {
             Payload::Inline(bytes) => buf.copy_from_slice(&bytes[offset..end]),
             Payload::Memfd { fd, .. } => {
+                if buf.len() >= POPULATE_FIRST {
+                    sys::populate_for_write(buf);
+                }
                 if sys::pread_full(fd.as_fd(), buf, offset as u64)? != buf.len() {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
