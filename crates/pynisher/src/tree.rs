@@ -99,12 +99,7 @@ impl Tree {
         // Start from the root, every member still alive (orphans keep their
         // own children), and everything in the root's process group.
         let mut seen: HashSet<Pid> = HashSet::from([self.root]);
-        seen.extend(
-            self.members
-                .iter()
-                .filter(|(_, m)| !m.exited)
-                .map(|(pid, _)| *pid),
-        );
+        seen.extend(self.live_pids());
         seen.extend(
             processes
                 .iter()
@@ -151,12 +146,7 @@ impl Tree {
         };
         let mut seen: HashSet<Pid> = HashSet::from([self.root]);
         let mut parents: Vec<(Pid, Vec<Pid>)> = vec![(self.root, below_root)];
-        let live: Vec<Pid> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.exited)
-            .map(|(pid, _)| *pid)
-            .collect();
+        let live: Vec<Pid> = self.live_pids().collect();
         for pid in live {
             seen.insert(pid);
             if let Some(children) = sys::children_of(pid) {
@@ -187,15 +177,7 @@ impl Tree {
     pub fn measure(&mut self, memory: bool) -> Sample {
         let mut sample = Sample::default();
         let root = self.include_root.then_some(self.root);
-        let pids: Vec<Pid> = root
-            .into_iter()
-            .chain(
-                self.members
-                    .iter()
-                    .filter(|(_, m)| !m.exited)
-                    .map(|(pid, _)| *pid),
-            )
-            .collect();
+        let pids: Vec<Pid> = root.into_iter().chain(self.live_pids()).collect();
         for pid in pids {
             let Some(stat) = ProcStat::read(pid) else {
                 if let Some(member) = self.members.get_mut(&pid) {
@@ -247,6 +229,14 @@ impl Tree {
         }
     }
 
+    /// The pids of the members not yet seen to exit (the root aside).
+    fn live_pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.exited)
+            .map(|(pid, _)| *pid)
+    }
+
     /// Every process of the tree that is still alive, as pidfds. The root is
     /// signalled by the caller through its own pidfd.
     fn live_members(&self) -> impl Iterator<Item = &Member> {
@@ -296,12 +286,7 @@ impl Tree {
     /// [`STOP_SETTLE`].
     fn wait_stopped(&self) {
         let until = Instant::now() + STOP_SETTLE;
-        let mut pending: Vec<Pid> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.exited)
-            .map(|(pid, _)| *pid)
-            .collect();
+        let mut pending: Vec<Pid> = self.live_pids().collect();
         if self.include_root {
             pending.push(self.root);
         }
@@ -357,12 +342,7 @@ impl Tree {
     pub fn stopped(&self) -> usize {
         let root = self.include_root.then_some(self.root);
         root.into_iter()
-            .chain(
-                self.members
-                    .iter()
-                    .filter(|(_, m)| !m.exited)
-                    .map(|(pid, _)| *pid),
-            )
+            .chain(self.live_pids())
             .filter(|pid| ProcStat::read(*pid).is_some_and(|stat| stat.state == b'T'))
             .count()
     }
