@@ -43,17 +43,26 @@ fn wait_for_descendants(root: i32, n: usize) {
     }
 }
 
-#[test]
-fn following_the_children_lists_finds_what_a_full_scan_finds() {
+/// The shell of [`subreaper_with_a_tree`] and its pid, once its four
+/// descendants are there (sleep, sh, its sleep, the orphan sleep; the
+/// subshell that started the orphan has exited). `None`, after saying so,
+/// where the kernel keeps no children lists.
+fn started_tree() -> Option<(Child, i32)> {
     if sys::children_of(std::process::id() as i32).is_none() {
         eprintln!("SKIPPED: this kernel keeps no children lists");
-        return;
+        return None;
     }
-    let mut root = subreaper_with_a_tree();
+    let root = subreaper_with_a_tree();
     let pid = root.id() as i32;
-    // sleep, sh, its sleep, the orphan sleep; the subshell that started the
-    // orphan has exited.
     wait_for_descendants(pid, 4);
+    Some((root, pid))
+}
+
+#[test]
+fn following_the_children_lists_finds_what_a_full_scan_finds() {
+    let Some((mut root, pid)) = started_tree() else {
+        return;
+    };
 
     let mut followed = Tree::new(pid);
     let found = followed.follow();
@@ -77,13 +86,9 @@ fn following_the_children_lists_finds_what_a_full_scan_finds() {
 
 #[test]
 fn once_the_root_is_gone_following_falls_back_to_the_scan() {
-    if sys::children_of(std::process::id() as i32).is_none() {
-        eprintln!("SKIPPED: this kernel keeps no children lists");
+    let Some((mut root, pid)) = started_tree() else {
         return;
-    }
-    let mut root = subreaper_with_a_tree();
-    let pid = root.id() as i32;
-    wait_for_descendants(pid, 4);
+    };
     // The shell dies unreaped before anything of its tree was adopted: its
     // children are reparented away, onto no list of the tree's, and only
     // their process group (the shell's) still leads to them.
