@@ -92,12 +92,17 @@ def buffer_offsets(start: int, lengths: Sequence[int]) -> list[int]:
     return offsets
 
 
+def _is_raw_bytes(value: Any) -> bool:
+    """Whether ``value`` travels as its own bytes, as the last part."""
+    return type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES
+
+
 def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
     """Encode a return value as frame parts: a header of lengths, the
     pickle, then the out-of-band buffers, each at its offset (zeros pad the
     gaps)."""
     buffers: list[Any] = []
-    if type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES:
+    if _is_raw_bytes(value):
         main = b""
         buffers.append(memoryview(value))
         flags = _RAW_BYTES
@@ -401,8 +406,11 @@ def make_body(
     output_fd: Optional[int] = None,
     by_value: bool = False,
     decorated: Any = None,
-) -> Callable[[], tuple[str, list[Any]]]:
-    """Build the callable the child runs; it returns ``(frame tag, parts)``.
+) -> Callable[[], tuple[str, list[Any], bool]]:
+    """Build the callable the child runs; it returns ``(frame tag, parts,
+    lend)``: with ``lend``, the last part (a large returned bytes object) is
+    lent to the caller, which copies it straight out of this process, rather
+    than copied into the result channel (see `_core.ChildChannel.send`).
 
     ``redirected`` says whether the caller's stdout and stderr are redirected
     to Python objects; what the function prints to them goes to the output
@@ -417,7 +425,7 @@ def make_body(
     before the memory limit applies: in the caller before the fork, or in a
     fresh interpreter before it applies its limits.
     """
-    out_of_memory: tuple[str, list[Any]] = ("memory", [])
+    out_of_memory: tuple[str, list[Any], bool] = ("memory", [], False)
     if not by_value:
         # Formatting an error's traceback needs the module traceback: a fork
         # caller imports it here once, not each failing child. A fresh
@@ -425,7 +433,7 @@ def make_body(
         # `format_traceback` for a call at its memory limit).
         import traceback  # noqa: F401
 
-    def body() -> tuple[str, list[Any]]:
+    def body() -> tuple[str, list[Any], bool]:
         child_state.enter(decorated)
         try:
             capture_output(redirected, output_fd)
@@ -441,9 +449,10 @@ def make_body(
                 tag = "memory" if memory_limited and isinstance(exc, MemoryError) else "error"
                 tb = format_traceback(exc)
                 exc.__traceback__ = None
-                return tag, encode_error(exc, tb, by_value=by_value)
+                return tag, encode_error(exc, tb, by_value=by_value), False
             try:
-                return "value", encode_value(value, by_value=by_value)
+                parts = encode_value(value, by_value=by_value)
+                return "value", parts, _is_raw_bytes(value)
             except MemoryError:
                 raise
             except BaseException as exc:
@@ -452,9 +461,11 @@ def make_body(
                     f"the function returned a {type(value).__qualname__} that cannot be pickled"
                     f" ({type(exc).__name__}: {exc})"
                 )
-                return "error", encode_error(exc, tb, problem=problem, by_value=by_value)
+                return "error", encode_error(exc, tb, problem=problem, by_value=by_value), False
         except MemoryError:
-            return out_of_memory if memory_limited else ("error", encode_error(MemoryError(), ""))
+            if memory_limited:
+                return out_of_memory
+            return "error", encode_error(MemoryError(), ""), False
         finally:
             flush_stdio()
 

@@ -103,7 +103,7 @@ def release_range(memfd: int, offset: int, length: int) -> None:
     """Frees the memfd pages of a claimed range and closes ``memfd``."""
 
 def run_fork(
-    body: Callable[[], tuple[str, list[Any]]],
+    body: Callable[[], tuple[str, list[Any], bool]],
     limits: Limits,
     *,
     name: Optional[str] = None,
@@ -112,10 +112,12 @@ def run_fork(
     cancel: Optional[_Cancel] = None,
 ) -> RawOutcome:
     """Forks, runs ``body`` in the child under ``limits`` and supervises it
-    on a thread of its own, which never needs the GIL; this thread waits with
-    the GIL released and takes it every 50 ms to check signals and
-    ``cancel``. ``body`` returns ``(tag, parts)``: a frame tag
-    ("value", "error" or "memory") and buffers sent as one frame."""
+    on a thread of its own, which needs the GIL only once the result has
+    arrived, to make the ``bytes`` object a lent result is copied into; this
+    thread waits with the GIL released and takes it every 50 ms to check
+    signals and ``cancel``. ``body`` returns ``(tag, parts, lend)``: a frame
+    tag ("value", "error" or "memory"), buffers sent as one frame, and
+    whether the last buffer is lent (see `ChildChannel.send`)."""
 
 # The spawn and forkserver contexts (keep in step with lib.rs).
 
@@ -146,8 +148,9 @@ class ChildChannel:
     def ready(self, user: float, system: float) -> None:
         """Start-up is over; its CPU seconds are not charged to the call.
         Refused before `child_apply_limits`, and a second time."""
-    def send(self, tag: str, parts: list[Any]) -> None:
-        """Sends the one result frame."""
+    def send(self, tag: str, parts: list[Any], lend: bool = False) -> None:
+        """Sends the one result frame; with ``lend``, a large last part is
+        lent (read straight out of this process) rather than copied."""
     @property
     def sent(self) -> bool: ...
 

@@ -227,9 +227,9 @@ def run_request(channel: Any, request_fd: int, page_fd: int, *, parent: Optional
     _core.child_apply_limits(_core.Limits(**request["limits"]), request["name"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     channel.ready(startup.ru_utime + usage.ru_utime, startup.ru_stime + usage.ru_stime)
-    tag, parts = body()
+    tag, parts, lend = body()
     try:
-        channel.send(tag, parts)
+        channel.send(tag, parts, lend)
     except Exception:
         # The function closed or broke the result channel: exit without a
         # frame, which the caller reports as such.

@@ -10,7 +10,7 @@ mod buffer;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyFloat, PyInt, PyString, PyTuple};
 
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 
@@ -243,6 +243,9 @@ struct RawOutcome {
 #[pyclass(name = "Payload", module = "pynisher._core", frozen)]
 struct PayloadPy {
     payload: Payload,
+    /// The `bytes` object a lent buffer was copied into when it arrived,
+    /// with its offset in the payload.
+    lent: Option<(usize, Py<PyBytes>)>,
 }
 
 #[pymethods]
@@ -267,6 +270,11 @@ impl PayloadPy {
         length: usize,
         writable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some((at, bytes)) = &self.lent {
+            if (*at, bytes.bind(py).len()?, writable) == (offset, length, false) {
+                return Ok(bytes.bind(py).clone().into_any());
+            }
+        }
         let fill = |buf: &mut [u8]| {
             self.payload
                 .read_at(offset, buf)
@@ -277,22 +285,11 @@ impl PayloadPy {
         }
         // An uninitialised bytes object, filled by one `pread`: zeroing a
         // gigabyte first (as `PyBytes::new_with` does) would double the work.
-        let len = pyo3::ffi::Py_ssize_t::try_from(length)
-            .map_err(|_| PyValueError::new_err("length: too large"))?;
-        // SAFETY: a NULL source asks CPython for an uninitialised buffer of
-        // `len` bytes; the result is checked for NULL (an error is set then).
-        let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
-        // SAFETY: `raw` is a new reference or NULL with an exception set.
-        let bytes = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
-        // SAFETY: the object was just created with `length` writable bytes
-        // that nobody else can see yet.
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), length)
-        };
+        let (bytes, buf) = uninit_bytes(py, length)?;
         // A large copy runs without the GIL (other threads go on); nothing
         // else can see the object yet.
         py.detach(|| fill(buf))?;
-        Ok(bytes)
+        Ok(bytes.into_any())
     }
 
     /// Hands out `length` bytes from `offset` (a multiple of the page
@@ -311,6 +308,59 @@ impl PayloadPy {
     }
 }
 
+/// A new `bytes` object of `length` bytes, not yet initialised, and its
+/// bytes to fill. Nothing else can see the object until it is returned.
+fn uninit_bytes(py: Python<'_>, length: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(length)
+        .map_err(|_| PyValueError::new_err("length: too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised buffer of
+    // `len` bytes; the result is checked for NULL (an error is set then).
+    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    // SAFETY: `raw` is a new reference or NULL with an exception set.
+    let bytes = unsafe { Bound::from_owned_ptr_or_err(py, raw)? }.cast_into::<PyBytes>()?;
+    // SAFETY: the object was just created with `length` writable bytes that
+    // nobody else can see yet; they live as long as the object, which the
+    // caller keeps while it writes them.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), length)
+    };
+    Ok((bytes, buf))
+}
+
+/// Where the supervisor copies a `bytes` result that the child lent: a
+/// fresh `bytes` object, made on the supervisor's thread (it takes the GIL
+/// for that moment only; the copy itself runs without it).
+#[derive(Default, Clone)]
+struct LentBytes(std::sync::Arc<std::sync::Mutex<Option<Py<PyBytes>>>>);
+
+impl LentBytes {
+    fn take(&self) -> Option<Py<PyBytes>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take()
+    }
+}
+
+impl pynisher::channel::LentSink for LentBytes {
+    fn buffer(&mut self, len: usize) -> Option<&mut [u8]> {
+        let made = Python::attach(|py| {
+            let (bytes, buf) = uninit_bytes(py, len).ok()?;
+            Some((bytes.unbind(), buf.as_mut_ptr() as usize))
+        });
+        let (bytes, address) = made?;
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        // SAFETY: the object, kept in the slot until `discard` or `take`,
+        // owns these `len` bytes, and nothing else sees it before the call
+        // returns; the supervisor fills them before that.
+        Some(unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) })
+    }
+
+    fn discard(&mut self) {
+        if let Some(bytes) = self.take() {
+            Python::attach(|_| drop(bytes));
+        }
+    }
+}
+
 /// From this size on, a result's memfd is freed on a thread of its own.
 const FREE_BESIDE: usize = 64 << 20;
 
@@ -319,7 +369,7 @@ impl Drop for PayloadPy {
         // What no mapping shows (the pickle, small buffers copied out) is
         // freed now rather than when the last mapping of the memfd goes.
         let payload = std::mem::replace(&mut self.payload, Payload::Inline(Vec::new()));
-        if payload.len() < FREE_BESIDE {
+        if !matches!(payload, Payload::Memfd { .. }) || payload.len() < FREE_BESIDE {
             let _ = payload.discard_unmapped();
             return;
         }
@@ -390,8 +440,15 @@ fn frame_tag(name: &str) -> PyResult<Tag> {
         .ok_or_else(|| PyValueError::new_err(format!("unknown frame tag {name:?}")))
 }
 
-/// Sends `parts` (bytes-like objects) as one frame, without copying them.
-fn send_parts(sender: &mut Sender, tag: Tag, parts: &[Bound<'_, PyAny>]) -> PyResult<()> {
+/// Sends `parts` (bytes-like objects) as one frame, without copying them
+/// first. With `lend`, the last part is lent rather than copied (see
+/// `pynisher::channel`): this returns once the supervisor has read it.
+fn send_parts(
+    sender: &mut Sender,
+    tag: Tag,
+    parts: &[Bound<'_, PyAny>],
+    lend: bool,
+) -> PyResult<()> {
     let buffers = parts
         .iter()
         .map(buffer::ContiguousBytes::get)
@@ -400,19 +457,25 @@ fn send_parts(sender: &mut Sender, tag: Tag, parts: &[Bound<'_, PyAny>]) -> PyRe
         .iter()
         .map(buffer::ContiguousBytes::as_slice)
         .collect();
-    sender
-        .send(tag, &slices)
-        .map_err(|e| PynisherException::new_err(format!("sending the result: {e}")))
+    let failed = |e: std::io::Error| PynisherException::new_err(format!("sending the result: {e}"));
+    if let Some((last, head)) = slices.split_last().filter(|_| lend) {
+        match sender.send_lent(tag, head, last) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+            sent => return sent.map_err(failed),
+        }
+    }
+    sender.send(tag, &slices).map_err(failed)
 }
 
-/// In the child: calls `body()`, which returns `(tag, parts)`, and sends the
-/// parts as one frame. `body` catches everything itself; if it still fails,
-/// no frame is sent and the call is reported as crashed.
+/// In the child: calls `body()`, which returns `(tag, parts, lend)`, and
+/// sends the parts as one frame (see `send_parts`). `body` catches
+/// everything itself; if it still fails, no frame is sent and the call is
+/// reported as crashed.
 fn run_body(py: Python<'_>, body: &Py<PyAny>, sender: &mut Sender) {
     let sent = (|| -> PyResult<()> {
         let reply = body.call0(py)?;
-        let (tag, parts): (String, Vec<Bound<'_, PyAny>>) = reply.extract(py)?;
-        send_parts(sender, frame_tag(&tag)?, &parts)
+        let (tag, parts, lend): (String, Vec<Bound<'_, PyAny>>, bool) = reply.extract(py)?;
+        send_parts(sender, frame_tag(&tag)?, &parts, lend)
     })();
     if let Err(err) = sent {
         err.print(py);
@@ -587,7 +650,9 @@ fn cgroup_v2_unavailable() -> Option<String> {
 /// no lock of the caller (the GIL above all) can delay a kill, and converts
 /// the outcome. This thread waits with the GIL released and, every 50 ms,
 /// takes the GIL to check Python signals and `cancel`; if another thread
-/// holds the GIL meanwhile, only this check (and so the return) waits.
+/// holds the GIL meanwhile, only this check (and so the return) waits. The
+/// supervisor takes the GIL once, after the result has arrived, if the
+/// child lends a `bytes` result: to make the object it copies it into.
 ///
 /// `cancel`, if given, is polled with `cancel.is_set()` on the same tick as
 /// the signals; once it is set the tree is killed and
@@ -599,6 +664,7 @@ fn supervise(
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
+    let lent_bytes = LentBytes::default();
     let work = |interrupt: &pynisher::Interrupt| {
         let mut running = match start(interrupt).map_err(Stop::Failed)? {
             CallStart::Running(running) => running,
@@ -607,6 +673,7 @@ fn supervise(
         // Without the forceful option the tree first gets SIGINT, as a
         // terminal's Ctrl-C would deliver, and the grace period to act on it.
         running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
+        running.lend_into(Box::new(lent_bytes.clone()));
         // A caller in the foreground of a terminal lends it to the call, so
         // that `input()` works there, and takes it back when it ends.
         let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
@@ -643,6 +710,10 @@ fn supervise(
             Some(Py::new(
                 py,
                 PayloadPy {
+                    lent: match &frame.payload {
+                        Payload::Lent { head, .. } => lent_bytes.take().map(|b| (head.len(), b)),
+                        _ => None,
+                    },
                     payload: frame.payload,
                 },
             )?),
@@ -692,8 +763,10 @@ impl ChildChannel {
     }
 
     /// Sends the one result frame: `tag` is "value", "error" or "memory".
-    fn send(&mut self, tag: &str, parts: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
-        send_parts(&mut self.0, frame_tag(tag)?, &parts)
+    /// With `lend`, a large last part is lent, not copied (see `send_parts`).
+    #[pyo3(signature = (tag, parts, lend=false))]
+    fn send(&mut self, tag: &str, parts: Vec<Bound<'_, PyAny>>, lend: bool) -> PyResult<()> {
+        send_parts(&mut self.0, frame_tag(tag)?, &parts, lend)
     }
 
     /// Whether the result frame has been sent.

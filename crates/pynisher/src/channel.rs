@@ -8,13 +8,21 @@
 //! large result never has to squeeze through the pipe, and the child never
 //! waits for the parent to read it.
 //!
+//! A payload whose bulk is one large buffer can instead be *lent*
+//! ([`Sender::send_lent`]): the frame then carries only where the buffer
+//! lies in the child, which waits while the supervisor copies it straight
+//! into its final place ([`read_lent`], `process_vm_readv`). That is one copy
+//! instead of two (into the memfd, then out of it). Where the supervisor
+//! cannot read another process's memory it asks the child to write the
+//! memfd after all, and the frame arrives as an ordinary memfd frame.
+//!
 //! The receiver is incremental and never blocks: it takes whatever bytes are
 //! available and reports a frame only once it is complete. Anything that is
 //! not a well-formed frame marks the channel corrupt; it is never trusted to
 //! size an allocation.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -22,10 +30,32 @@ use crate::sys;
 const MAGIC: [u8; 4] = *b"PYNR";
 const HEADER_LEN: usize = 16;
 const FLAG_MEMFD: u8 = 1;
+const FLAG_LENT: u8 = 2;
 const READY_LEN: usize = 16;
 
 /// The largest payload sent inline through the pipe.
 pub const INLINE_MAX: usize = 60 * 1024;
+
+/// What a lent frame carries after its head: the buffer's length, the
+/// child's pid, the buffer's address there, and a nonce with its address
+/// (five little-endian u64).
+const LENT_TRAILER: usize = 40;
+
+/// The supervisor's answers to a lent frame, written into the memfd just
+/// past the payload: it read the buffer, so the child may go on; or it
+/// could not, so the child copies the payload into the memfd, then writes
+/// the third word.
+const LENT_READ: u64 = u64::from_le_bytes(*b"lent:rd!");
+const LENT_COPY: u64 = u64::from_le_bytes(*b"lent:cp?");
+const LENT_COPIED: u64 = u64::from_le_bytes(*b"lent:cp!");
+
+/// How often a child that lent its buffer looks for the answer.
+const LENT_POLL_MICROS: u64 = 100;
+
+/// Where the answer to a lent payload of `len` bytes lies in the memfd.
+fn answer_offset(len: usize) -> u64 {
+    len.next_multiple_of(8) as u64
+}
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +116,12 @@ pub enum Payload {
         /// The page ranges handed out by [`Payload::map`] so far.
         mapped: std::sync::Mutex<Vec<(u64, u64)>>,
     },
+    /// A lent payload that was read when it arrived: only its head is here,
+    /// and the lent buffer (the rest, up to `len`) went to the [`LentSink`].
+    Lent {
+        head: Vec<u8>,
+        len: usize,
+    },
 }
 
 impl Payload {
@@ -93,7 +129,7 @@ impl Payload {
     pub fn len(&self) -> usize {
         match self {
             Payload::Inline(bytes) => bytes.len(),
-            Payload::Memfd { len, .. } => *len,
+            Payload::Memfd { len, .. } | Payload::Lent { len, .. } => *len,
         }
     }
 
@@ -105,7 +141,8 @@ impl Payload {
     /// Fills `buf` with the bytes at `offset`.
     ///
     /// # Errors
-    /// The range is outside the payload, or reading the memfd failed.
+    /// The range is outside the payload, reading the memfd failed, or the
+    /// range is part of a lent buffer, which went to the [`LentSink`].
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
             .checked_add(buf.len())
@@ -115,6 +152,15 @@ impl Payload {
             })?;
         match self {
             Payload::Inline(bytes) => buf.copy_from_slice(&bytes[offset..end]),
+            Payload::Lent { head, .. } => match head.get(offset..end) {
+                Some(bytes) => buf.copy_from_slice(bytes),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "this range was lent and went to the embedder's buffer",
+                    ))
+                }
+            },
             Payload::Memfd { fd, .. } => {
                 if buf.len() >= POPULATE_FIRST {
                     sys::populate_for_write(buf);
@@ -219,6 +265,10 @@ impl Payload {
     pub fn into_vec(self) -> io::Result<Vec<u8>> {
         match self {
             Payload::Inline(bytes) => Ok(bytes),
+            Payload::Lent { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a lent payload went to the embedder's buffer",
+            )),
             memfd => {
                 let mut bytes = vec![0u8; memfd.len()];
                 memfd.read_at(0, &mut bytes)?;
@@ -368,41 +418,132 @@ impl Sender {
     /// The write failed, for example because the function closed the channel.
     pub fn send(&mut self, tag: Tag, parts: &[&[u8]]) -> io::Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let inline = len <= INLINE_MAX;
-        if !inline {
-            let mut offset = 0u64;
-            for part in parts {
-                sys::pwrite_all(self.memfd, part, offset)?;
-                offset += part.len() as u64;
+        if len <= INLINE_MAX {
+            return self.write_frame(tag, 0, parts, &[]);
+        }
+        self.write_memfd(parts, 0)?;
+        self.write_header(tag, FLAG_MEMFD, len)?;
+        self.sent = true;
+        Ok(())
+    }
+
+    /// Sends one frame whose payload is `head` followed by `lent`, lending
+    /// `lent` rather than copying it: the frame tells where it lies in this
+    /// process, and this process waits until the supervisor has read it, or
+    /// has asked for a copy in the memfd after all (which this then makes).
+    /// `lent` must stay unchanged until this returns; other threads of the
+    /// process go on meanwhile.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the head is too large to travel inline (send it all
+    /// with [`Sender::send`] then; nothing was sent); otherwise a write
+    /// failed.
+    pub fn send_lent(&mut self, tag: Tag, head: &[&[u8]], lent: &[u8]) -> io::Result<()> {
+        let head_len: usize = head.iter().map(|p| p.len()).sum();
+        if head_len + LENT_TRAILER > INLINE_MAX || lent.is_empty() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // The supervisor reads the nonce back from this very address before
+        // and after it copies: a process that is not this one (the pid
+        // reused) cannot pass for it.
+        let nonce = [lent_nonce(lent.as_ptr() as u64)];
+        let words = [
+            lent.len() as u64,
+            sys::raw::getpid() as u64,
+            lent.as_ptr() as u64,
+            nonce.as_ptr() as u64,
+            nonce[0],
+        ];
+        let mut trailer = [0u8; LENT_TRAILER];
+        for (chunk, word) in trailer.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        self.write_frame(tag, FLAG_LENT, head, &trailer)?;
+        let answer_at = answer_offset(head_len + lent.len());
+        loop {
+            match self.read_answer(answer_at)? {
+                Some(LENT_READ) => break,
+                Some(LENT_COPY) => {
+                    self.write_memfd(head, 0)?;
+                    sys::pwrite_all(self.memfd, lent, head_len as u64)?;
+                    sys::pwrite_all(self.memfd, &LENT_COPIED.to_le_bytes(), answer_at)?;
+                    break;
+                }
+                _ => sys::raw::sleep_micros(LENT_POLL_MICROS),
             }
         }
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&MAGIC);
-        header[4] = tag as u8;
-        header[5] = if inline { 0 } else { FLAG_MEMFD };
-        header[8..].copy_from_slice(&(len as u64).to_le_bytes());
-        // Header and inline payload go in one buffer where it fits, so the
-        // frame lands in the pipe in one atomic write.
+        // The nonce must stay in memory, at its address, until now.
+        std::hint::black_box(&nonce);
+        Ok(())
+    }
+
+    /// The supervisor's answer to a lent frame, if it has written one.
+    fn read_answer(&self, at: u64) -> io::Result<Option<u64>> {
+        let mut word = [0u8; 8];
+        // SAFETY: the memfd is open for as long as this sender is used.
+        let memfd = unsafe { BorrowedFd::borrow_raw(self.memfd) };
+        let n = sys::pread_full(memfd, &mut word, at)?;
+        Ok((n == word.len()).then(|| u64::from_le_bytes(word)))
+    }
+
+    fn write_memfd(&self, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+        for part in parts {
+            sys::pwrite_all(self.memfd, part, offset)?;
+            offset += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn write_header(&self, tag: Tag, flags: u8, len: usize) -> io::Result<()> {
+        sys::write_all(self.pipe, &header(tag, flags, len))
+    }
+
+    /// Writes a frame whose payload, `parts` then `tail`, travels inline.
+    fn write_frame(&mut self, tag: Tag, flags: u8, parts: &[&[u8]], tail: &[u8]) -> io::Result<()> {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + tail.len();
+        // Header and payload go in one buffer where it fits, so the frame
+        // lands in the pipe in one atomic write.
         let mut small = [0u8; 4096];
-        if inline && HEADER_LEN + len <= small.len() {
-            small[..HEADER_LEN].copy_from_slice(&header);
+        if HEADER_LEN + len <= small.len() {
+            small[..HEADER_LEN].copy_from_slice(&header(tag, flags, len));
             let mut at = HEADER_LEN;
-            for part in parts {
+            for part in parts.iter().chain([&tail]) {
                 small[at..at + part.len()].copy_from_slice(part);
                 at += part.len();
             }
             sys::write_all(self.pipe, &small[..at])?;
         } else {
-            sys::write_all(self.pipe, &header)?;
-            if inline {
-                for part in parts {
-                    sys::write_all(self.pipe, part)?;
-                }
+            self.write_header(tag, flags, len)?;
+            for part in parts.iter().chain([&tail]) {
+                sys::write_all(self.pipe, part)?;
             }
         }
         self.sent = true;
         Ok(())
     }
+}
+
+fn header(tag: Tag, flags: u8, len: usize) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4] = tag as u8;
+    header[5] = flags;
+    header[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    header
+}
+
+/// A value no other process is likely to hold at the nonce's address:
+/// the monotonic clock in nanoseconds, mixed with the pid and an address.
+/// Async-signal-safe.
+fn lent_nonce(salt: u64) -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is valid for writes; clock_gettime is async-signal-safe.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = (now.tv_sec as u64).wrapping_mul(1_000_000_000) ^ now.tv_nsec as u64;
+    nanos ^ (sys::raw::getpid() as u64).rotate_left(40) ^ salt.rotate_left(17) | 1
 }
 
 /// The state of the receiving end.
@@ -423,10 +564,77 @@ pub struct Receiver {
     memfd: OwnedFd,
     buffer: Vec<u8>,
     state: Received,
-    /// Payload length and whether it is in the memfd, once the header is read.
-    header: Option<(Tag, usize, bool)>,
+    /// Payload length (of what travels in the pipe, for a lent frame) and
+    /// how it travels, once the header is read.
+    header: Option<(Tag, usize, Carried)>,
     eof: bool,
     ready: Option<Ready>,
+    /// The answer given to a lent frame, once given.
+    lent_answer: Option<u64>,
+}
+
+/// How a frame's payload travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    Inline,
+    Memfd,
+    /// A head inline, then the lent buffer's whereabouts.
+    Lent,
+}
+
+/// Where a lent buffer lies, from a complete lent frame: see
+/// [`Sender::send_lent`] and [`read_lent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lent {
+    /// Where the buffer starts in the payload (the length of the head).
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
+    /// The process that lent it.
+    pub pid: sys::Pid,
+    address: u64,
+    nonce_address: u64,
+    nonce: u64,
+}
+
+/// Where [`Supervised`](crate::supervisor::Supervised) puts a lent buffer:
+/// the embedder's final buffer (for Python, the `bytes` object it returns).
+pub trait LentSink: Send {
+    /// A writable buffer of exactly `len` bytes, or `None` to decline (the
+    /// child then copies its payload into the memfd after all). It is
+    /// filled while nothing else uses it.
+    fn buffer(&mut self, len: usize) -> Option<&mut [u8]>;
+
+    /// The buffer could not be filled: forget it.
+    fn discard(&mut self);
+}
+
+/// Copies the buffer a child lent into `dest` (of `lent.len` bytes). The
+/// nonce is checked before and after, so the bytes come from the process
+/// that lent them, which was still waiting when the copy ended.
+///
+/// # Errors
+/// The copy failed (`EPERM` where this process may not read the child's
+/// memory), or the nonce did not match.
+pub fn read_lent(lent: &Lent, dest: &mut [u8]) -> io::Result<()> {
+    if dest.len() != lent.len {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let check_nonce = || {
+        let mut word = [0u8; 8];
+        sys::read_process_memory(lent.pid, lent.nonce_address, &mut word)?;
+        if u64::from_le_bytes(word) == lent.nonce {
+            Ok(())
+        } else {
+            Err(io::Error::other("the lending process is gone"))
+        }
+    };
+    check_nonce()?;
+    if dest.len() >= POPULATE_FIRST {
+        sys::populate_for_write(dest);
+    }
+    sys::read_process_memory(lent.pid, lent.address, dest)?;
+    check_nonce()
 }
 
 /// When a child that starts a fresh interpreter finished starting, and what
@@ -453,6 +661,7 @@ impl Receiver {
             header: None,
             eof: false,
             ready: None,
+            lent_answer: None,
         })
     }
 
@@ -503,17 +712,23 @@ impl Receiver {
                     }
                 }
             }
-            let Some((tag, len, in_memfd)) = self.header else {
+            let Some((tag, len, carried)) = self.header else {
                 return;
             };
-            if !in_memfd && self.buffer.len() < HEADER_LEN + len {
+            if carried != Carried::Memfd && self.buffer.len() < HEADER_LEN + len {
+                return;
+            }
+            if carried == Carried::Lent && self.lent().is_none() {
+                self.state = Received::Corrupt(
+                    "garbage on the result channel: a malformed lent frame".into(),
+                );
                 return;
             }
             if tag != Tag::Ready {
                 self.state = Received::Complete(tag);
                 return;
             }
-            if in_memfd || len != READY_LEN || self.ready.is_some() {
+            if carried != Carried::Inline || len != READY_LEN || self.ready.is_some() {
                 self.state = Received::Corrupt(
                     "garbage on the result channel: a malformed start-up frame".into(),
                 );
@@ -534,7 +749,7 @@ impl Receiver {
         }
     }
 
-    fn parse_header(&self) -> Result<(Tag, usize, bool), String> {
+    fn parse_header(&self) -> Result<(Tag, usize, Carried), String> {
         let header = &self.buffer[..HEADER_LEN];
         if header[..4] != MAGIC {
             return Err(format!(
@@ -548,9 +763,10 @@ impl Receiver {
                 header[4]
             )
         })?;
-        let in_memfd = match header[5] {
-            0 => false,
-            FLAG_MEMFD => true,
+        let carried = match header[5] {
+            0 => Carried::Inline,
+            FLAG_MEMFD => Carried::Memfd,
+            FLAG_LENT => Carried::Lent,
             flags => {
                 return Err(format!(
                     "garbage on the result channel: unknown flags {flags}"
@@ -560,7 +776,7 @@ impl Receiver {
         let mut len_bytes = [0u8; 8];
         len_bytes.copy_from_slice(&header[8..]);
         let len = u64::from_le_bytes(len_bytes);
-        let limit = if in_memfd {
+        let limit = if carried == Carried::Memfd {
             sys::file_size(self.memfd.as_fd()).unwrap_or(0)
         } else {
             INLINE_MAX as u64
@@ -570,7 +786,62 @@ impl Receiver {
                 "garbage on the result channel: frame claims {len} bytes, at most {limit} possible"
             ));
         }
-        Ok((tag, len as usize, in_memfd))
+        Ok((tag, len as usize, carried))
+    }
+
+    /// Where the buffer of a complete lent frame lies, until it is answered
+    /// with [`Receiver::answer_lent`].
+    pub fn lent(&self) -> Option<Lent> {
+        self.lent_answer
+            .is_none()
+            .then(|| self.lent_info())
+            .flatten()
+    }
+
+    fn lent_info(&self) -> Option<Lent> {
+        let Some((_, len, Carried::Lent)) = self.header else {
+            return None;
+        };
+        let offset = len.checked_sub(LENT_TRAILER)?;
+        let trailer = self.buffer.get(HEADER_LEN + offset..HEADER_LEN + len)?;
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&trailer[8 * i..8 * i + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        let lent_len = usize::try_from(word(0)).ok().filter(|n| *n > 0)?;
+        offset
+            .checked_add(lent_len)
+            .filter(|end| *end <= isize::MAX as usize)?;
+        Some(Lent {
+            offset,
+            len: lent_len,
+            pid: sys::Pid::try_from(word(1)).ok().filter(|pid| *pid > 0)?,
+            address: word(2),
+            nonce_address: word(3),
+            nonce: word(4),
+        })
+    }
+
+    /// Answers a lent frame: `read` if its buffer was copied with
+    /// [`read_lent`] (the child goes on), otherwise the child is asked to
+    /// copy the payload into the memfd, where [`Receiver::take_frame`] then
+    /// finds it.
+    ///
+    /// # Errors
+    /// Writing the answer failed.
+    pub fn answer_lent(&mut self, read: bool) -> io::Result<()> {
+        let Some(lent) = self.lent() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no lent frame to answer",
+            ));
+        };
+        let answer = if read { LENT_READ } else { LENT_COPY };
+        let at = answer_offset(lent.offset + lent.len);
+        sys::pwrite_all(self.memfd.as_raw_fd(), &answer.to_le_bytes(), at)?;
+        self.lent_answer = Some(answer);
+        Ok(())
     }
 
     /// Takes the complete frame. A large payload stays in the memfd until it
@@ -579,11 +850,11 @@ impl Receiver {
     /// # Errors
     /// The memfd holds fewer bytes than announced.
     pub fn take_frame(&mut self) -> io::Result<Option<Frame>> {
-        let (Received::Complete(tag), Some((_, len, in_memfd))) = (&self.state, self.header) else {
+        let (Received::Complete(tag), Some((_, len, carried))) = (&self.state, self.header) else {
             return Ok(None);
         };
         let tag = *tag;
-        let payload = if in_memfd {
+        let memfd_payload = |len: usize| -> io::Result<Payload> {
             let size = sys::file_size(self.memfd.as_fd())?;
             if (size as usize) < len {
                 return Err(io::Error::new(
@@ -591,13 +862,38 @@ impl Receiver {
                     format!("result shorter than announced: {size} of {len} bytes"),
                 ));
             }
-            Payload::Memfd {
+            Ok(Payload::Memfd {
                 fd: self.memfd.try_clone()?,
                 len,
                 mapped: Default::default(),
+            })
+        };
+        let payload = match (carried, self.lent_info()) {
+            (Carried::Memfd, _) => memfd_payload(len)?,
+            (Carried::Inline, _) => {
+                Payload::Inline(self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec())
             }
-        } else {
-            Payload::Inline(self.buffer[HEADER_LEN..HEADER_LEN + len].to_vec())
+            (Carried::Lent, Some(lent)) => {
+                let total = lent.offset + lent.len;
+                let mut answer = [0u8; 8];
+                let copied = self.lent_answer == Some(LENT_COPY)
+                    && sys::pread_full(self.memfd.as_fd(), &mut answer, answer_offset(total))?
+                        == answer.len()
+                    && u64::from_le_bytes(answer) == LENT_COPIED;
+                match self.lent_answer {
+                    Some(LENT_READ) => Payload::Lent {
+                        head: self.buffer[HEADER_LEN..HEADER_LEN + lent.offset].to_vec(),
+                        len: total,
+                    },
+                    _ if copied => memfd_payload(total)?,
+                    _ => {
+                        return Err(io::Error::other(
+                            "the call's process ended before it handed its lent result over",
+                        ))
+                    }
+                }
+            }
+            (Carried::Lent, None) => return Err(io::Error::other("a malformed lent frame")),
         };
         self.buffer = Vec::new();
         Ok(Some(Frame { tag, payload }))
@@ -715,6 +1011,104 @@ mod tests {
         );
     }
 
+    /// A thread of this process stands for the child: it lends `lent` and
+    /// waits for the answer, which `answer` gives from the receiving end.
+    fn lend(lent: Vec<u8>, answer: impl FnOnce(&mut Receiver, Lent)) -> io::Result<Option<Frame>> {
+        let (mut rx, write, memfd) = pair().unwrap();
+        let mut tx = Sender::new(write.as_raw_fd(), memfd.as_raw_fd());
+        let child = std::thread::spawn(move || {
+            let sent = tx.send_lent(Tag::Value, &[b"head:", &[0u8; 3]], &lent);
+            drop((write, memfd));
+            sent
+        });
+        let lent = loop {
+            rx.pump();
+            if let Some(lent) = rx.lent() {
+                break lent;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!((lent.offset, lent.pid), (8, sys::raw::getpid()));
+        answer(&mut rx, lent);
+        child.join().unwrap().unwrap();
+        rx.pump();
+        rx.take_frame()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_lent_buffer_is_read_straight_from_the_lender() {
+        let expected = pattern(3 << 20);
+        let mut copy = vec![0u8; expected.len()];
+        let frame = lend(expected.clone(), |rx, lent| {
+            assert_eq!(lent.len, expected.len());
+            read_lent(&lent, &mut copy).unwrap();
+            rx.answer_lent(true).unwrap();
+            assert!(rx.lent().is_none(), "answered once");
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(copy, expected);
+        assert_eq!(frame.payload.len(), 8 + expected.len());
+        let mut head = [0u8; 8];
+        frame.payload.read_at(0, &mut head).unwrap();
+        assert_eq!(&head, b"head:\0\0\0");
+        // The lent range went to the embedder; the payload cannot give it.
+        assert!(frame.payload.read_at(8, &mut [0u8; 4]).is_err());
+    }
+
+    #[test]
+    fn a_lent_buffer_that_cannot_be_read_is_copied_into_the_memfd() {
+        let expected = pattern(100_000);
+        let frame = lend(expected.clone(), |rx, _| rx.answer_lent(false).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(frame.payload, Payload::Memfd { .. }));
+        let mut all = b"head:\0\0\0".to_vec();
+        all.extend_from_slice(&expected);
+        assert_eq!(frame.payload.into_vec().unwrap(), all);
+    }
+
+    #[test]
+    fn only_the_lender_itself_passes_the_nonce_check() {
+        let expected = pattern(4096);
+        lend(expected.clone(), |rx, lent| {
+            let mut copy = vec![0u8; lent.len];
+            let stranger = Lent {
+                nonce: lent.nonce ^ 1,
+                ..lent
+            };
+            assert!(read_lent(&stranger, &mut copy).is_err());
+            assert!(read_lent(&lent, &mut copy[1..]).is_err(), "wrong length");
+            read_lent(&lent, &mut copy).unwrap();
+            assert_eq!(copy, expected);
+            rx.answer_lent(true).unwrap();
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_lent_frame_never_answered_is_an_error_not_a_result() {
+        let (mut rx, write, memfd) = pair().unwrap();
+        let mut tx = Sender::new(write.as_raw_fd(), memfd.as_raw_fd());
+        let lent = pattern(1000);
+        // The sender waits for an answer; only its frame matters here.
+        let head: &[&[u8]] = &[b"h"];
+        let mut trailer = [0u8; LENT_TRAILER];
+        trailer[..8].copy_from_slice(&(lent.len() as u64).to_le_bytes());
+        trailer[8..16].copy_from_slice(&1u64.to_le_bytes());
+        tx.write_frame(Tag::Value, FLAG_LENT, head, &trailer)
+            .unwrap();
+        rx.pump();
+        assert_eq!(rx.state(), &Received::Complete(Tag::Value));
+        assert!(rx.lent().is_some());
+        let err = rx.take_frame().unwrap_err();
+        assert!(err.to_string().contains("before it handed"), "{err}");
+    }
+
     #[test]
     fn partial_frames_stay_pending() {
         let (mut rx, write, _memfd) = pair().unwrap();
@@ -744,6 +1138,14 @@ mod tests {
                 let mut h = MAGIC.to_vec();
                 h.extend_from_slice(&[1, FLAG_MEMFD, 0, 0]);
                 h.extend_from_slice(&(1u64 << 40).to_le_bytes());
+                h
+            },
+            {
+                // A lent frame too short to say where its buffer is.
+                let mut h = MAGIC.to_vec();
+                h.extend_from_slice(&[1, FLAG_LENT, 0, 0]);
+                h.extend_from_slice(&3u64.to_le_bytes());
+                h.extend_from_slice(b"abc");
                 h
             },
         ];

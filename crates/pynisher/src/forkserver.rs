@@ -187,6 +187,9 @@ impl ForkServer {
 }
 
 /// What [`ForkServer::start_call`] started.
+// One per call, moved once or twice: boxing the supervisor would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum CallStart {
     /// The call runs; supervise it.
     Running(Supervised),

@@ -64,7 +64,10 @@
 //!   to pid reuse, and the tree is frozen with SIGSTOP before it is killed, so
 //!   nothing can fork behind the kill.
 //! - **No deadlock on large results.** Payloads up to 60 KiB go through a pipe
-//!   that the supervisor drains as it waits; larger ones through a memfd.
+//!   that the supervisor drains as it waits; larger ones through a memfd. A
+//!   large buffer can instead be lent: the supervisor copies it straight out
+//!   of the waiting child ([`channel::Sender::send_lent`]), and answers the
+//!   child in every case, so the child never waits for ever.
 //! - **The caller dies, the tree dies.** The guardian waits on a pidfd of the
 //!   caller and kills the tree when it exits; its child has a parent-death
 //!   signal of SIGKILL.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::background::Interrupt;
 use crate::cgroup::{CallCgroup, OomCounter, OomKills};
-use crate::channel::{Frame, Ready, Received, Receiver, Tag};
+use crate::channel::{self, Frame, LentSink, Ready, Received, Receiver, Tag};
 use crate::error::Error;
 use crate::guardian::CallPage;
 use crate::limits::{Limits, MemoryMode};
@@ -88,6 +88,9 @@ pub struct Supervised {
     /// The mark taken before the child started; its OOM-kill count is the
     /// evidence of a memory cap outside pynisher.
     start: StartMark,
+    /// Where a buffer the child lends goes (see [`crate::channel`]); without
+    /// one the child is asked to copy it into the memfd.
+    lent_sink: Option<Box<dyn LentSink>>,
 }
 
 /// Who reaps the child and so knows its exit status and rusage.
@@ -337,6 +340,7 @@ impl Supervised {
             page: None,
             peak_from_page: false,
             start,
+            lent_sink: None,
         }
     }
 
@@ -436,6 +440,12 @@ impl Supervised {
     /// tree is needed unless the supervisor itself stopped the call.
     pub fn expect_guardian(&mut self) {
         self.guarded = true;
+    }
+
+    /// Copies a buffer the child lends straight into `sink`'s buffer, once
+    /// the result frame that lends it is complete.
+    pub fn lend_into(&mut self, sink: Box<dyn LentSink>) {
+        self.lent_sink = Some(sink);
     }
 
     /// On an interrupt, first send `signal` to the tree and give it the grace
@@ -734,6 +744,35 @@ impl Supervised {
             }
             watch.result_cpu = Some(at_result);
         }
+        if watch.kill_reason.is_none() && !self.take_lent() {
+            // A child told nothing would wait for ever.
+            self.kill_tree(&mut watch.tree);
+        }
+    }
+
+    /// The result frame lends a buffer, and the child waits for it to be
+    /// read: into the sink's buffer if it has one and the copy works, else
+    /// the child is told to write it into the memfd. The child only waits
+    /// while this runs (its other processes and threads, if any, are
+    /// checked again right after). False if the child could not be
+    /// answered.
+    fn take_lent(&mut self) -> bool {
+        let Some(rx) = self.receiver.as_mut() else {
+            return true;
+        };
+        let Some(lent) = rx.lent() else {
+            return true;
+        };
+        let read = self.lent_sink.as_mut().is_some_and(|sink| {
+            let read = sink
+                .buffer(lent.len)
+                .is_some_and(|dest| channel::read_lent(&lent, dest).is_ok());
+            if !read {
+                sink.discard();
+            }
+            read
+        });
+        rx.answer_lent(read).is_ok()
     }
 
     /// The child has exited: clean up what is left, reap it, measure and

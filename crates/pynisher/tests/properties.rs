@@ -158,6 +158,9 @@ where
 const MAGIC: [u8; 4] = *b"PYNR";
 const HEADER_LEN: usize = 16;
 const FLAG_MEMFD: u8 = 1;
+const FLAG_LENT: u8 = 2;
+/// A lent frame's trailer: buffer length, pid, address, nonce address, nonce.
+const LENT_TRAILER: usize = 40;
 const ALL_TAGS: [Tag; 5] = [
     Tag::Value,
     Tag::Error,
@@ -204,7 +207,26 @@ fn receiver_with(memfd_contents: &[u8]) -> (Receiver, File) {
 enum Expect {
     Pending,
     Complete(Tag, Vec<u8>),
+    /// A complete lent frame: no one answered it, so taking it fails.
+    Lent(Tag),
     Corrupt,
+}
+
+/// Whether a lent frame's inline payload says where a buffer lies: room for
+/// the trailer, a buffer of at least one byte ending within `isize`, and a
+/// pid that can exist.
+fn lent_is_valid(payload: &[u8]) -> bool {
+    let Some(offset) = payload.len().checked_sub(LENT_TRAILER) else {
+        return false;
+    };
+    let word = |i: usize| u64::from_le_bytes(payload[offset + 8 * i..][..8].try_into().unwrap());
+    let (len, pid) = (word(0), word(1));
+    len > 0
+        && (offset as u64)
+            .checked_add(len)
+            .is_some_and(|end| end <= isize::MAX as u64)
+        && pid > 0
+        && pid <= i32::MAX as u64
 }
 
 /// The model: zero or one start-up frame, then one result frame.
@@ -222,9 +244,10 @@ fn model(bytes: &[u8], memfd: &[u8]) -> (Expect, Option<(u64, u64)>) {
         let Some(tag) = tag_of(rest[4]) else {
             return (Expect::Corrupt, ready);
         };
-        let in_memfd = match rest[5] {
-            0 => false,
-            FLAG_MEMFD => true,
+        let (in_memfd, lent) = match rest[5] {
+            0 => (false, false),
+            FLAG_MEMFD => (true, false),
+            FLAG_LENT => (false, true),
             _ => return (Expect::Corrupt, ready),
         };
         let len = u64::from_le_bytes(rest[8..16].try_into().unwrap());
@@ -239,6 +262,13 @@ fn model(bytes: &[u8], memfd: &[u8]) -> (Expect, Option<(u64, u64)>) {
         let len = len as usize;
         if !in_memfd && rest.len() < HEADER_LEN + len {
             return (Expect::Pending, ready);
+        }
+        if lent {
+            let valid = lent_is_valid(&rest[HEADER_LEN..HEADER_LEN + len]);
+            return match (valid, tag) {
+                (true, tag) if tag != Tag::Ready => (Expect::Lent(tag), ready),
+                _ => (Expect::Corrupt, ready),
+            };
         }
         if tag != Tag::Ready {
             let payload = if in_memfd {
@@ -262,7 +292,7 @@ fn model(bytes: &[u8], memfd: &[u8]) -> (Expect, Option<(u64, u64)>) {
 fn same_state(state: &Received, expect: &Expect) -> bool {
     match (state, expect) {
         (Received::Pending, Expect::Pending) => true,
-        (Received::Complete(tag), Expect::Complete(want, _)) => tag == want,
+        (Received::Complete(tag), Expect::Complete(want, _) | Expect::Lent(want)) => tag == want,
         (Received::Corrupt(why), Expect::Corrupt) => why.contains("garbage"),
         _ => false,
     }
@@ -326,7 +356,12 @@ fn piece(memfd_len: usize) -> impl Strategy<Value = Vec<u8>> {
         }),
     ];
     let tag = prop_oneof![6 => 0u8..=6, 1 => any::<u8>()];
-    let flags = prop_oneof![4 => Just(0u8), 4 => Just(FLAG_MEMFD), 1 => any::<u8>()];
+    let flags = prop_oneof![
+        4 => Just(0u8),
+        4 => Just(FLAG_MEMFD),
+        1 => Just(FLAG_LENT),
+        1 => any::<u8>()
+    ];
     let len = prop_oneof![
         4 => 0u64..=64,
         2 => Just(16u64),
@@ -366,10 +401,23 @@ fn piece(memfd_len: usize) -> impl Strategy<Value = Vec<u8>> {
     // A frame whose payload is in the memfd, announcing a length it holds.
     let memfd_frame = (1u8..=4, 0..=memfd_len, any::<[u8; 2]>())
         .prop_map(|(tag, len, reserved)| header(tag, FLAG_MEMFD, reserved, len as u64));
+    // A lent frame: a head, then a trailer whose words are sometimes what a
+    // sender writes and sometimes anything.
+    let word = prop_oneof![3 => 1u64..(1 << 31), 1 => any::<u64>(), 1 => Just(0u64)];
+    let lent_frame =
+        (1u8..=5, 0usize..100, prop::collection::vec(word, 5)).prop_map(|(tag, head, words)| {
+            let mut bytes = header(tag, FLAG_LENT, [0, 0], (head + LENT_TRAILER) as u64);
+            bytes.extend(std::iter::repeat_n(7u8, head));
+            for word in words {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            bytes
+        });
     prop_oneof![
         3 => headers,
         3 => frame,
         2 => memfd_frame,
+        2 => lent_frame,
         2 => ready,
         2 => prop::collection::vec(any::<u8>(), 0..64),
     ]
@@ -507,6 +555,10 @@ proptest! {
             let want_ready =
                 ready.map(|(u, s)| (Duration::from_micros(u), Duration::from_micros(s)));
             prop_assert_eq!(got_ready, want_ready);
+            if let Expect::Lent(_) = expect {
+                prop_assert!(rx.take_frame().is_err(), "an unanswered lent frame");
+                return Ok(());
+            }
             let (frame, peak) = peak_allocation(|| rx.take_frame().unwrap());
             match expect {
                 Expect::Complete(tag, payload) => {
