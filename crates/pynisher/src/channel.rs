@@ -49,8 +49,11 @@ const LENT_READ: u64 = u64::from_le_bytes(*b"lent:rd!");
 const LENT_COPY: u64 = u64::from_le_bytes(*b"lent:cp?");
 const LENT_COPIED: u64 = u64::from_le_bytes(*b"lent:cp!");
 
-/// How often a child that lent its buffer looks for the answer.
-const LENT_POLL_MICROS: u64 = 100;
+/// How often a child that lent its buffer looks for the answer: at first
+/// often (a small buffer is read in a moment), then less and less, so that
+/// its wake-ups do not compete with the copy of a large one.
+const LENT_POLL_FIRST_MICROS: u64 = 20;
+const LENT_POLL_MAX_MICROS: u64 = 1000;
 
 /// Where the answer to a lent payload of `len` bytes lies in the memfd.
 fn answer_offset(len: usize) -> u64 {
@@ -460,6 +463,7 @@ impl Sender {
         }
         self.write_frame(tag, FLAG_LENT, head, &trailer)?;
         let answer_at = answer_offset(head_len + lent.len());
+        let mut pause = LENT_POLL_FIRST_MICROS;
         loop {
             match self.read_answer(answer_at)? {
                 Some(LENT_READ) => break,
@@ -469,7 +473,10 @@ impl Sender {
                     sys::pwrite_all(self.memfd, &LENT_COPIED.to_le_bytes(), answer_at)?;
                     break;
                 }
-                _ => sys::raw::sleep_micros(LENT_POLL_MICROS),
+                _ => {
+                    sys::raw::sleep_micros(pause);
+                    pause = (pause * 2).min(LENT_POLL_MAX_MICROS);
+                }
             }
         }
         // The nonce must stay in memory, at its address, until now.
