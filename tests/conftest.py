@@ -101,6 +101,15 @@ def os_threads() -> int:
     raise AssertionError("no Threads: line in /proc/self/status")
 
 
+def shared_memory_bytes() -> int:
+    """The machine's shared memory (memfd and tmpfs pages) in bytes."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no Shmem in /proc/meminfo")
+
+
 def kill_quietly(pid: int) -> None:
     """SIGKILL ``pid`` if it still exists; for cleaning up after a failed assertion."""
     try:

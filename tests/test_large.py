@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import shared_memory_bytes
 from numpy_funcs import (
     MB,
     SIZE,
@@ -63,15 +64,6 @@ def test_returned_arrays_are_aligned_for_their_dtype(context: str) -> None:
         assert array.flags.aligned, (array.dtype, array.shape)
         assert array.flags.writeable
         assert array.dtype == want.dtype and np.array_equal(array, want)
-
-
-def shared_memory_bytes() -> int:
-    """The machine's shared memory (memfd and tmpfs pages) in bytes."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no Shmem in /proc/meminfo")
 
 
 def mapping_size(address: int) -> int:

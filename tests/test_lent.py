@@ -17,19 +17,11 @@ from pathlib import Path
 
 import lent_funcs
 import pytest
+from conftest import shared_memory_bytes
 
 from pynisher import Pynisher
 
 MB = lent_funcs.MB
-
-
-def shared_memory_bytes() -> int:
-    """The machine's shared memory (memfd and tmpfs pages) in bytes."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no Shmem in /proc/meminfo")
 
 
 def digest(size: int, seed: int) -> str:
