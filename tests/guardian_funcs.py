@@ -48,8 +48,17 @@ def memory_sharers_and_guardian() -> tuple[list[int], int, str]:
     """Who shares this process's memory, its guardian's pid, and the
     guardian's command name."""
     guardian = parent_of(os.getpid())
-    comm = Path(f"/proc/{guardian}/comm").read_text().strip()
-    return processes_sharing_my_memory(), guardian, comm
+    sharers = processes_sharing_my_memory()
+    # This process goes on as soon as the guardian's exec has let go of the
+    # shared memory, a moment before the kernel gives the guardian its new
+    # name: wait for the name, for a while.
+    comm_file = Path(f"/proc/{guardian}/comm")
+    deadline = time.monotonic() + 2.0
+    comm = comm_file.read_text().strip()
+    while comm != "pynisher-guard" and time.monotonic() < deadline:
+        time.sleep(0.001)
+        comm = comm_file.read_text().strip()
+    return sharers, guardian, comm
 
 
 def glibc_and_kernel_cpus() -> list[tuple[int, int, int]]:
