@@ -129,6 +129,17 @@ def write_line(path: Path, text: str) -> None:
         handle.write(text + "\n")
 
 
+def caller_env() -> dict[str, str]:
+    """The environment of a caller script: this one's, without
+    ``PYTHONUNBUFFERED``, which some machines set for everything they run
+    (this one does). A user's program buffers its stdout in blocks when it is
+    a pipe or a file, and a caller must be tested that way: text it has not
+    flushed yet is then in the memory a forked child inherits."""
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
 def start_caller(script: str) -> subprocess.Popen[str]:
     """Starts ``script`` in a fresh interpreter (the one running the tests), with
     stdout and stderr piped, as a caller of pynisher that a test can signal."""
@@ -137,6 +148,7 @@ def start_caller(script: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=caller_env(),
     )
 
 

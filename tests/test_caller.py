@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alive, kill_quietly, read_line, start_caller, wait_dead
+from conftest import alive, caller_env, kill_quietly, read_line, start_caller, wait_dead
 
 # A caller started from a background job inherits SIGINT ignored, and Python
 # then keeps it ignored: each caller script installs the default handler.
@@ -63,6 +63,7 @@ def run_caller(script: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
+        env=caller_env(),
     )
 
 
@@ -175,6 +176,31 @@ def test_output_on_the_real_stdout_is_flushed_exactly_once(context: str) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout == "before-the-callfrom-the-child|after-the-call"
     assert done.stderr.count("child-stderr") == 1
+
+
+def test_what_a_module_prints_on_import_in_the_forkserver_comes_out_once(
+    tmp_path: Path,
+) -> None:
+    # The forkserver imports the function's module once; what the import
+    # printed stays in the server's buffer unless the server flushes it, and
+    # each call's child, forked from the server, would flush it again.
+    (tmp_path / "noisy_module.py").write_text(
+        "print('noisy-import', end='')\n\ndef double(x):\n    return 2 * x\n"
+    )
+    script = f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from pynisher import Pynisher
+        from noisy_module import double
+
+        limited = Pynisher(double, context="forkserver")
+        assert [limited(i) for i in range(3)] == [0, 2, 4]
+        sys.stdout.flush()
+    """
+    done = run_caller(script)
+    assert done.returncode == 0, done.stderr
+    # Once in the caller's import, once in the server's; never in a call.
+    assert done.stdout == "noisy-import" * 2
 
 
 def test_output_of_a_child_killed_at_the_wall_limit_that_was_flushed_arrives(

@@ -283,6 +283,12 @@ class Pynisher(Generic[P, T]):
         memory_limited = self._limits.memory is not None
         name = self.name or _callable_name(self.func)
         redirected = _child.caller_redirects()
+        # What the caller printed before the call comes out before what the
+        # call prints; and a forked child, which inherits the buffers of the
+        # caller's streams and flushes them before it exits, must not find the
+        # caller's text there and write it a second time. (multiprocessing
+        # flushes before it starts a process too.)
+        _child.flush_stdio()
         # One file per call: it carries the request to a fresh interpreter,
         # and the child's captured output back (see _child.capture_output).
         call_file: Optional[int] = None

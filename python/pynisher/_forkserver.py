@@ -25,7 +25,7 @@ import time
 import weakref
 from typing import Any, Optional
 
-from . import _core, _pickling, _spawn
+from . import _child, _core, _pickling, _spawn
 
 _lock = threading.Lock()
 
@@ -206,6 +206,9 @@ def serve(
         os.close(log)  # the calls' children must not inherit it
     except OSError:
         pass
+    # What the imports printed and left in the buffers would otherwise be
+    # written again by every child, which flushes them before it exits.
+    _child.flush_stdio()
     _core.forkserver_serve(_core.FORKSERVER_CONTROL_FD, caller, _child_main)
 
 
