@@ -1,6 +1,8 @@
 """What a call's objects travel by under spawn and forkserver (marshal for
 plain data, plain pickle where it reproduces them, cloudpickle otherwise),
-and what a spawned child imports: only what its call needs."""
+what a forked call's result travels by (marshal for small plain data, plain
+pickle otherwise), and what a spawned child imports: only what its call
+needs."""
 
 from __future__ import annotations
 
@@ -70,10 +72,10 @@ def test_a_spawned_child_imports_a_pickler_for_what_is_not_plain_data() -> None:
     assert "_pickle" in loaded and "cloudpickle" not in loaded
 
 
-@pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_arguments_and_results_keep_their_exact_types(context: str) -> None:
     # Plain data travels by marshal, which would turn a subclass of a builtin
-    # or a bytearray into the base type: those go by pickle.
+    # or a bytearray into the base type: those go by pickle. (A forked call
+    # gets its arguments in its memory; only its result travels.)
     names = Pynisher(type_names, context=context)(
         True, Count(3), bytearray(b"x"), 1.5, b"b", None, flag=frozenset({1}), n=1j
     )
@@ -93,6 +95,16 @@ def test_arguments_and_results_keep_their_exact_types(context: str) -> None:
         returned = Pynisher(echo, context=context)(value)
         assert returned == value and type(returned) is type(value)
     assert type(Pynisher(echo, context=context)([Count(5)])[0]) is Count
+    # The same object twice in a result comes back as one object, by marshal
+    # as by pickle.
+    shared = [1, 2]
+    pair = Pynisher(echo, context=context)((shared, shared))
+    assert pair == (shared, shared) and pair[0] is pair[1]
+    # Either side of the size up to which a forked call's plain result goes
+    # by marshal (64 objects), and far beyond it.
+    for size in (62, 63, 64, 1000):
+        nested = {"values": list(range(size))}
+        assert Pynisher(echo, context=context)(nested) == nested
 
 
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])

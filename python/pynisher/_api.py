@@ -42,6 +42,10 @@ _WRAP_KEYS = {
     "pynisher": (PynisherException, Status.ERROR),
 }
 
+# The core's status names, looked up without the Enum's call machinery, which
+# writes to many more pages (each a copy-on-write fault after a fork).
+_STATUS_BY_VALUE: dict[str, Status] = {status.value: status for status in Status}
+
 _LIMIT_EXCEPTIONS: dict[Status, type[PynisherException]] = {
     Status.WALL_TIME: WallTimeoutException,
     Status.CPU_TIME: CpuTimeoutException,
@@ -281,7 +285,7 @@ class Pynisher(Generic[P, T]):
         polls; once it is true the tree is killed and
         `concurrent.futures.CancelledError` raised."""
         memory_limited = self._limits.memory is not None
-        name = self.name or _callable_name(self.func)
+        name = self._label()
         redirected = _child.caller_redirects()
         # What the caller printed before the call comes out before what the
         # call prints; and a forked child, which inherits the buffers of the
@@ -391,7 +395,7 @@ class Pynisher(Generic[P, T]):
         raise AssertionError("unreachable")
 
     def _outcome(self, raw: Any) -> Outcome[T]:
-        status = Status(raw.status)
+        status = _STATUS_BY_VALUE[raw.status]
         if raw.terminal and status is Status.CRASHED and raw.signal == signal.SIGINT:
             # Ctrl-C went to the call, which had the terminal: it was the
             # caller's Ctrl-C all the same.
@@ -399,7 +403,6 @@ class Pynisher(Generic[P, T]):
         value: Any = None
         error: Optional[BaseException] = None
         tb: Optional[str] = None
-        label = self.name or _callable_name(self.func)
         if status is Status.OK:
             try:
                 value = _child.decode_value(raw.payload)
@@ -409,24 +412,27 @@ class Pynisher(Generic[P, T]):
             except BaseException as why:
                 status = Status.ERROR
                 error = PynisherException(
-                    f"{label}: the result could not be unpickled in the caller "
+                    f"{self._label()}: the result could not be unpickled in the caller "
                     f"({type(why).__name__}: {why})"
                 )
                 error.__cause__ = why
-        elif raw.frame == "error" and status is Status.ERROR:
-            error, tb = self._remote_error(raw, label)
-            status, error = self._wrap(status, error, label)
-        elif raw.frame == "memory" and status is Status.MEMORY:
-            cause, tb = self._remote_error(raw, label)
-            error = MemoryLimitException(f"{label}: {raw.detail}")
-            error.__cause__ = cause
         else:
-            error = _LIMIT_EXCEPTIONS[status](f"{label}: {raw.detail}")
-            if raw.frame == "error":
-                # The function raised because the supervisor stopped it (a
-                # SIGTERM handler that raises): the limit is the status, the
-                # function's error its cause.
-                error.__cause__, tb = self._remote_error(raw, label)
+            # Only a failed call needs its name (an error message names it).
+            label = self._label()
+            if raw.frame == "error" and status is Status.ERROR:
+                error, tb = self._remote_error(raw, label)
+                status, error = self._wrap(status, error, label)
+            elif raw.frame == "memory" and status is Status.MEMORY:
+                cause, tb = self._remote_error(raw, label)
+                error = MemoryLimitException(f"{label}: {raw.detail}")
+                error.__cause__ = cause
+            else:
+                error = _LIMIT_EXCEPTIONS[status](f"{label}: {raw.detail}")
+                if raw.frame == "error":
+                    # The function raised because the supervisor stopped it (a
+                    # SIGTERM handler that raises): the limit is the status,
+                    # the function's error its cause.
+                    error.__cause__, tb = self._remote_error(raw, label)
         return Outcome(
             status=status,
             value=value,
@@ -441,6 +447,10 @@ class Pynisher(Generic[P, T]):
             signal=raw.signal,
             detail=raw.detail,
         )
+
+    def _label(self) -> str:
+        """How errors name this call: its name, or the function's."""
+        return self.name or _callable_name(self.func)
 
     def _remote_error(self, raw: Any, label: str) -> tuple[BaseException, Optional[str]]:
         """Rebuild the child's exception, with its traceback as ``__cause__``."""

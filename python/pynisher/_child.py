@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, Callable, Optional
 
-_U64 = struct.Struct("<Q")
+# The most objects a forked child's result may have to travel by marshal
+# (see `encode_value`).
+_FORKED_MARSHAL_MOST = 64
+
+# The header's first two words: the buffer count with its flags, and the
+# pickle's length. A result with no out-of-band buffer (most of them) has no
+# more, so it is packed and read with this one prepared struct.
+_HEADER_START = struct.Struct("<2Q")
 
 
 class _ChildState:
@@ -44,10 +51,8 @@ class _ChildState:
     value, the same copy.
     """
 
+    # Set by the child's body as it starts.
     running: Any = None
-
-    def enter(self, decorated: Any) -> None:
-        self.running = decorated
 
     def is_running(self, decorated: Any) -> bool:
         return self.running is not None and self.running is decorated
@@ -92,22 +97,27 @@ def buffer_offsets(start: int, lengths: Sequence[int]) -> list[int]:
     return offsets
 
 
-def _is_raw_bytes(value: Any) -> bool:
-    """Whether ``value`` travels as its own bytes, as the last part."""
-    return type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES
-
-
-def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
+def encode_value(value: Any, *, by_value: bool = False) -> tuple[list[Any], bool]:
     """Encode a return value as frame parts: a header of lengths, the
     pickle, then the out-of-band buffers, each at its offset (zeros pad the
-    gaps)."""
+    gaps). Also says whether the last part is a large returned bytes object,
+    to be lent rather than copied (see `make_body`).
+
+    It runs in a forked child once per call, where each page it writes costs
+    a copy-on-write fault, so the usual case (a plain pickle, no buffer) takes
+    the fewest steps."""
     buffers: list[Any] = []
-    if _is_raw_bytes(value):
+    if type(value) is bytes and len(value) >= _OUT_OF_BAND_BYTES:
         main = b""
         buffers.append(memoryview(value))
         flags = _RAW_BYTES
-    elif by_value and (marshalled := _pickling.marshalled(value)) is not None:
-        # A fresh interpreter then needs no pickler for it.
+    elif (
+        marshalled := _pickling.marshalled(value, None if by_value else _FORKED_MARSHAL_MOST)
+    ) is not None:
+        # Plain data goes by marshal. A fresh interpreter then needs no
+        # pickler; a forked child writes fewer pages (each a copy-on-write
+        # fault) than with a pickler, as long as the data is small: checking
+        # that big data is plain would cost more than pickle saves.
         main = marshalled
         flags = _MARSHALLED
     else:
@@ -116,8 +126,12 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
             main = _pickling.dumps_for_interpreter(value, pickled, refuse_open_files=True)
         else:
             main = _pickling.dumps(value, pickled)
+        if not pickled:
+            return [_HEADER_START.pack(0, len(main)), main], False
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
+    if not buffers:
+        return [_HEADER_START.pack(flags, len(main)), main], False
     lengths = [len(main), *(buffer.nbytes for buffer in buffers)]
     header = struct.pack(f"<{len(lengths) + 1}Q", len(buffers) | flags, *lengths)
     parts: list[Any] = [header, main]
@@ -127,7 +141,7 @@ def encode_value(value: Any, *, by_value: bool = False) -> list[Any]:
             parts.append(_PADDING[: offset - at])
         parts.append(buffer)
         at = offset + buffer.nbytes
-    return parts
+    return parts, bool(flags & _RAW_BYTES)
 
 
 def decode_value(payload: Any) -> Any:
@@ -139,13 +153,18 @@ def decode_value(payload: Any) -> Any:
     itself and a large returned bytes object are read once, straight into
     the bytes object that keeps them.
     """
-    (first,) = _U64.unpack(payload.read(0, _U64.size))
+    first, main_length = _HEADER_START.unpack(payload.read(0, _HEADER_START.size))
     count = first & (_RAW_BYTES - 1)
-    lengths = struct.unpack(f"<{count + 1}Q", payload.read(_U64.size, _U64.size * (count + 1)))
-    start = _U64.size * (count + 2)
-    main = payload.read(start, lengths[0])
+    start = _HEADER_START.size + 8 * count
+    main = payload.read(start, main_length)
     if first & _MARSHALLED:
         return _pickling.unmarshal(main)
+    if not count:
+        return _pickling.loads(main)
+    lengths = (
+        main_length,
+        *struct.unpack(f"<{count}Q", payload.read(_HEADER_START.size, 8 * count)),
+    )
     offsets = buffer_offsets(start + lengths[0], lengths[1:])
     if first & _RAW_BYTES:
         return payload.read(offsets[0], lengths[1])
@@ -363,10 +382,11 @@ def caller_redirects() -> tuple[bool, bool]:
     """Whether ``sys.stdout`` and ``sys.stderr`` are redirected to Python
     objects in this process."""
 
-    def redirected(stream: Any, original: Any) -> bool:
-        return stream is not None and stream is not original
-
-    return redirected(sys.stdout, sys.__stdout__), redirected(sys.stderr, sys.__stderr__)
+    stdout, stderr = sys.stdout, sys.stderr
+    return (
+        stdout is not None and stdout is not sys.__stdout__,
+        stderr is not None and stderr is not sys.__stderr__,
+    )
 
 
 def replay_output(fd: int) -> None:
@@ -433,13 +453,17 @@ def make_body(
         # `format_traceback` for a call at its memory limit).
         import traceback  # noqa: F401
 
+    captures = output_fd is not None and any(redirected)
+
     def body() -> tuple[str, list[Any], bool]:
-        child_state.enter(decorated)
+        child_state.running = decorated
         try:
-            capture_output(redirected, output_fd)
+            if captures:
+                capture_output(redirected, output_fd)
             try:
                 value = func(*args, **kwargs)
-                if isinstance(value, types.CoroutineType):
+                # (A coroutine's type cannot be subclassed.)
+                if type(value) is types.CoroutineType:
                     # A coroutine function is awaited in the child, on a
                     # fresh event loop, under the same limits.
                     import asyncio
@@ -451,8 +475,8 @@ def make_body(
                 exc.__traceback__ = None
                 return tag, encode_error(exc, tb, by_value=by_value), False
             try:
-                parts = encode_value(value, by_value=by_value)
-                return "value", parts, _is_raw_bytes(value)
+                parts, lend = encode_value(value, by_value=by_value)
+                return "value", parts, lend
             except MemoryError:
                 raise
             except BaseException as exc:

@@ -35,11 +35,24 @@ if TYPE_CHECKING:
 PROTOCOL = 5
 
 
-def loads(data: Any, buffers: Any = ()) -> Any:
-    """Plain ``pickle.loads``."""
+# The C pickler, imported on first use (a spawned call of plain data never
+# needs it) and then kept: an import statement in each call would cost a
+# forked child a copy-on-write fault for each page the import machinery
+# writes.
+_c_pickle: Any = None
+
+
+def _import_pickle() -> Any:
+    global _c_pickle
     import _pickle
 
-    return _pickle.loads(data, buffers=buffers)
+    _c_pickle = _pickle
+    return _pickle
+
+
+def loads(data: Any, buffers: Any = ()) -> Any:
+    """Plain ``pickle.loads``."""
+    return (_c_pickle or _import_pickle()).loads(data, buffers=buffers)
 
 
 # The modules a fresh interpreter cannot import: the caller's main script.
@@ -49,11 +62,10 @@ _MAIN_SCRIPTS = ("__main__", "__mp_main__")
 def dumps(obj: Any, buffers: Optional[list[PickleBuffer]] = None) -> bytes:
     """Plain pickle, protocol 5; with ``buffers``, out-of-band buffers are
     appended there instead of copied into the pickle."""
-    import _pickle
-
-    return _pickle.dumps(
+    pickled: bytes = (_c_pickle or _import_pickle()).dumps(
         obj, protocol=PROTOCOL, buffer_callback=None if buffers is None else buffers.append
     )
+    return pickled
 
 
 def _registered_by_value() -> list[str]:
@@ -101,10 +113,10 @@ _MARSHAL_MOST = 10_000
 _MARSHAL_DEPTH = 100
 
 
-def plain(obj: Any) -> bool:
+def plain(obj: Any, most: int = _MARSHAL_MOST) -> bool:
     """Whether ``obj`` is plain data that marshal reads back exactly: builtin
-    scalars and containers, no cycle, not too big."""
-    budget = [_MARSHAL_MOST]
+    scalars and containers, no cycle, at most ``most`` objects."""
+    budget = [most]
 
     def check(item: Any, depth: int) -> bool:
         budget[0] -= 1
@@ -120,9 +132,10 @@ def plain(obj: Any) -> bool:
     return check(obj, 0)
 
 
-def marshalled(obj: Any) -> Optional[bytes]:
-    """``obj`` as marshal data if it is `plain`, else None."""
-    if not plain(obj):
+def marshalled(obj: Any, most: Optional[int] = None) -> Optional[bytes]:
+    """``obj`` as marshal data if it is `plain` (with at most ``most``
+    objects, by default as many as `plain` allows), else None."""
+    if not plain(obj, _MARSHAL_MOST if most is None else most):
         return None
     try:
         return marshal.dumps(obj)
