@@ -243,9 +243,9 @@ struct RawOutcome {
 #[pyclass(name = "Payload", module = "pynisher._core", frozen)]
 struct PayloadPy {
     payload: Payload,
-    /// The `bytes` object a lent buffer was copied into when it arrived,
-    /// with its offset in the payload.
-    lent: Option<(usize, Py<PyBytes>)>,
+    /// The `bytes` object a lent buffer was copied into when it arrived
+    /// (a [`Payload::Lent`], whose head it follows).
+    lent: Option<Py<PyBytes>>,
 }
 
 #[pymethods]
@@ -270,8 +270,8 @@ impl PayloadPy {
         length: usize,
         writable: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some((at, bytes)) = &self.lent {
-            if (*at, bytes.bind(py).len()?, writable) == (offset, length, false) {
+        if let (Payload::Lent { head, .. }, Some(bytes)) = (&self.payload, &self.lent) {
+            if (head.len(), bytes.bind(py).len()?, writable) == (offset, length, false) {
                 return Ok(bytes.bind(py).clone().into_any());
             }
         }
@@ -711,7 +711,7 @@ fn supervise(
                 py,
                 PayloadPy {
                     lent: match &frame.payload {
-                        Payload::Lent { head, .. } => lent_bytes.take().map(|b| (head.len(), b)),
+                        Payload::Lent { .. } => lent_bytes.take(),
                         _ => None,
                     },
                     payload: frame.payload,
