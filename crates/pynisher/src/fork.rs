@@ -45,7 +45,9 @@ pub struct CallOptions {
 /// for with [`Supervised::wait`] or [`Supervised::wait_with`].
 ///
 /// The child exits with `_exit` once `body` returns, so no destructors,
-/// `atexit` handlers or buffered output of the parent run in it.
+/// `atexit` handlers or buffered output of the parent run in it. Rust's
+/// stdout is flushed before the fork, so that a line the caller had started
+/// is not written a second time by the child.
 ///
 /// # Safety
 /// The child is a copy of this process with only the calling thread. If
@@ -69,6 +71,9 @@ where
 {
     let parts = CallParts::new(limits)?;
     guardian::prepare()?;
+    // The child inherits what this process's stdout still buffers (a line
+    // not yet ended) and would write it again with its own first line.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     let setup = parts.setup(limits, options.name.as_deref());
     let (result_fd, memfd, page_fd) = parts.child_fds();
     let mut sender = Sender::new(result_fd, memfd);

@@ -287,3 +287,37 @@ fn the_safe_call_refuses_a_multi_threaded_process() {
     drop(tx);
     let _ = other.join();
 }
+
+/// Set in the copy of this test binary that
+/// `a_line_the_caller_had_not_ended_is_written_once` starts.
+const PRINTS: &str = "PYNISHER_TEST_PRINTS";
+
+#[test]
+fn a_line_the_caller_had_not_ended_is_written_once() {
+    if std::env::var_os(PRINTS).is_some() {
+        // In the copy, with the real stdout (a pipe): a line started and not
+        // ended sits in stdout's buffer, which the child inherits.
+        print!("before-");
+        let printed = run(&limits(), || {
+            println!("child");
+            1
+        });
+        assert_eq!(printed.into_result().unwrap(), 1);
+        println!("after");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_line_the_caller_had_not_ended_is_written_once",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PRINTS, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("before-child\nafter\n"), "{stdout}");
+    assert_eq!(stdout.matches("before-").count(), 1, "{stdout}");
+}
