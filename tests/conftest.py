@@ -26,6 +26,13 @@ import pynisher
 #: that this is about 0.1 s in spawn and 0.01 s in forkserver, not 0.3 s.)
 START_UP = {"fork": 0.0, "forkserver": 1.0, "spawn": 1.5}
 
+# Every interpreter the tests start (callers, spawned children, forkservers)
+# buffers its stdout as a user's program does: in blocks when it is a pipe or
+# a file, so that text not flushed yet sits in the memory a forked child
+# inherits. Some machines set PYTHONUNBUFFERED for everything they run (the
+# CI machines do), which hid exactly that.
+os.environ.pop("PYTHONUNBUFFERED", None)
+
 
 @pytest.fixture(params=pynisher.contexts, ids=list(pynisher.contexts))
 def context(request: pytest.FixtureRequest) -> str:
@@ -129,17 +136,6 @@ def write_line(path: Path, text: str) -> None:
         handle.write(text + "\n")
 
 
-def caller_env() -> dict[str, str]:
-    """The environment of a caller script: this one's, without
-    ``PYTHONUNBUFFERED``, which some machines set for everything they run
-    (this one does). A user's program buffers its stdout in blocks when it is
-    a pipe or a file, and a caller must be tested that way: text it has not
-    flushed yet is then in the memory a forked child inherits."""
-    env = dict(os.environ)
-    env.pop("PYTHONUNBUFFERED", None)
-    return env
-
-
 def start_caller(script: str) -> subprocess.Popen[str]:
     """Starts ``script`` in a fresh interpreter (the one running the tests), with
     stdout and stderr piped, as a caller of pynisher that a test can signal."""
@@ -148,7 +144,6 @@ def start_caller(script: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=caller_env(),
     )
 
 

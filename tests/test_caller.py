@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alive, caller_env, kill_quietly, read_line, start_caller, wait_dead
+from conftest import alive, kill_quietly, read_line, start_caller, wait_dead
 
 # A caller started from a background job inherits SIGINT ignored, and Python
 # then keeps it ignored: each caller script installs the default handler.
@@ -63,7 +63,6 @@ def run_caller(script: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
-        env=caller_env(),
     )
 
 
