@@ -509,8 +509,7 @@ fn run_fork(
         })
     }
     .map_err(to_py_err)?;
-    let start = move |_: &pynisher::Interrupt| Ok(CallStart::Running(running));
-    supervise(py, start, forceful_keyboard_interrupt, cancel)
+    supervise_running(py, running, forceful_keyboard_interrupt, cancel)
 }
 
 /// Starts a fresh interpreter with `argv`, hands it the call's file
@@ -543,8 +542,7 @@ fn run_spawn(
     };
     let running =
         pynisher::exec::start_interpreter(program, &limits.0, &options).map_err(to_py_err)?;
-    let start = move |_: &pynisher::Interrupt| Ok(CallStart::Running(running));
-    supervise(py, start, forceful_keyboard_interrupt, cancel)
+    supervise_running(py, running, forceful_keyboard_interrupt, cancel)
 }
 
 /// A running forkserver; dropping it kills the server.
@@ -670,23 +668,93 @@ fn supervise(
             CallStart::Running(running) => running,
             CallStart::NotStarted(finished) => return Ok((finished, false)),
         };
-        // Without the forceful option the tree first gets SIGINT, as a
-        // terminal's Ctrl-C would deliver, and the grace period to act on it.
-        running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
-        running.lend_into(Box::new(lent_bytes.clone()));
-        // A caller in the foreground of a terminal lends it to the call, so
-        // that `input()` works there, and takes it back when it ends.
+        take_charge(&mut running, forceful_keyboard_interrupt, &lent_bytes);
         let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
         let finished = running.wait_interruptible(interrupt);
         let lent = terminal.is_some();
         drop(terminal);
         finished.map(|finished| (finished, lent))
     };
-    let pause =
-        |wait: pynisher::Wait<'_>| py.detach(|| wait(Some(pynisher::supervisor::CHECK_INTERVAL)));
-    let check = || -> PyResult<()> {
+    let (finished, terminal) = pynisher::run_beside(
+        work,
+        pause_without_gil(py),
+        python_check(py, cancel.as_ref()),
+    )
+    .map_err(stop_to_py_err)?;
+    raw_outcome(py, finished, terminal, &lent_bytes)
+}
+
+/// As [`supervise`], for a call already running (a fork, a fresh
+/// interpreter): it is supervised on this thread, with the GIL released,
+/// until the first check of signals and `cancel` is due, and only a call that
+/// runs longer goes on on a thread of its own. A short call so needs no
+/// thread, and returns one wake-up sooner.
+fn supervise_running(
+    py: Python<'_>,
+    mut running: pynisher::Supervised,
+    forceful_keyboard_interrupt: bool,
+    cancel: Option<Py<PyAny>>,
+) -> PyResult<RawOutcome> {
+    let lent_bytes = LentBytes::default();
+    take_charge(&mut running, forceful_keyboard_interrupt, &lent_bytes);
+    let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
+    // The hand-over to the supervisor's thread happens before the GIL is
+    // taken again: another thread may hold the GIL for seconds, and the
+    // limits must hold meanwhile.
+    let first = py.detach(|| match running.wait_until_first_check() {
+        Ok(ended) => FirstWait::Ended(ended),
+        Err(paused) => FirstWait::Beside(pynisher::Beside::start(move |interrupt| {
+            paused.wait_interruptible(interrupt)
+        })),
+    });
+    let finished = match first {
+        FirstWait::Ended(ended) => ended.map_err(to_py_err),
+        FirstWait::Beside(Err(err)) => Err(to_py_err(err)),
+        FirstWait::Beside(Ok(beside)) => beside
+            .wait(pause_without_gil(py), python_check(py, cancel.as_ref()))
+            .map_err(stop_to_py_err),
+    };
+    let lent_terminal = terminal.is_some();
+    drop(terminal);
+    raw_outcome(py, finished?, lent_terminal, &lent_bytes)
+}
+
+/// How the first wait of [`supervise_running`] ended: with the call, or
+/// with its supervision handed to a thread of its own (or failing to start
+/// one).
+enum FirstWait {
+    Ended(pynisher::Result<pynisher::Finished>),
+    Beside(pynisher::Result<pynisher::Beside<pynisher::Finished>>),
+}
+
+/// The binding's settings of a call under supervision: without the
+/// forceful option the tree first gets SIGINT, as a terminal's Ctrl-C would
+/// deliver, and the grace period to act on it; a lent `bytes` result goes to
+/// `lent_bytes`. (A caller in the foreground of a terminal also lends it to
+/// the call, so that `input()` works there, and takes it back when it ends.)
+fn take_charge(
+    running: &mut pynisher::Supervised,
+    forceful_keyboard_interrupt: bool,
+    lent_bytes: &LentBytes,
+) {
+    running.set_interrupt_signal((!forceful_keyboard_interrupt).then_some(libc::SIGINT));
+    running.lend_into(Box::new(lent_bytes.clone()));
+}
+
+/// How the calling thread waits for the supervisor's thread: with the GIL
+/// released, up to the next check.
+fn pause_without_gil(py: Python<'_>) -> impl FnMut(pynisher::Wait<'_>) -> bool + '_ {
+    move |wait: pynisher::Wait<'_>| py.detach(|| wait(Some(pynisher::supervisor::CHECK_INTERVAL)))
+}
+
+/// The check between two waits: Python's signals (Ctrl-C), then `cancel`.
+fn python_check<'a>(
+    py: Python<'a>,
+    cancel: Option<&'a Py<PyAny>>,
+) -> impl FnMut() -> PyResult<()> + 'a {
+    move || {
         py.check_signals()?;
-        if let Some(cancel) = &cancel {
+        if let Some(cancel) = cancel {
             if cancel.call_method0(py, "is_set")?.is_truthy(py)? {
                 let cancelled = py.import("concurrent.futures")?.getattr("CancelledError")?;
                 let message = "the call was cancelled; its process tree was killed";
@@ -694,12 +762,23 @@ fn supervise(
             }
         }
         Ok(())
-    };
-    let (finished, terminal) =
-        pynisher::run_beside(work, pause, check).map_err(|stop| match stop {
-            Stop::Interrupted(err) => err,
-            Stop::Failed(err) => to_py_err(err),
-        })?;
+    }
+}
+
+fn stop_to_py_err(stop: Stop<PyErr>) -> PyErr {
+    match stop {
+        Stop::Interrupted(err) => err,
+        Stop::Failed(err) => to_py_err(err),
+    }
+}
+
+/// The outcome as `_api` reads it.
+fn raw_outcome(
+    py: Python<'_>,
+    finished: pynisher::Finished,
+    terminal: bool,
+    lent_bytes: &LentBytes,
+) -> PyResult<RawOutcome> {
     let outcome = finished.outcome;
     let (frame, payload) = match finished.frame {
         Some(frame) => (

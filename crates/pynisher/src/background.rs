@@ -10,11 +10,17 @@
 //! fails, the calling thread raises an [`Interrupt`], which wakes the
 //! supervisor at once; the supervisor kills and reaps the tree, and only then
 //! does [`run_beside`] return.
+//!
+//! The first check is due [`CHECK_INTERVAL`](crate::supervisor::CHECK_INTERVAL)
+//! into the call, so until then the calling thread can supervise the call
+//! itself ([`Supervised::wait_until_first_check`](crate::Supervised::wait_until_first_check)),
+//! and hand it to `run_beside` ([`Paused::wait_interruptible`](crate::Paused::wait_interruptible))
+//! only if it runs longer: a short call then costs no thread.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
@@ -78,6 +84,13 @@ struct Slot<T> {
 }
 
 impl<T> Slot<T> {
+    fn new() -> Slot<T> {
+        Slot {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+
     fn put(&self, value: T) {
         *self.value.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
         self.ready.notify_all();
@@ -133,21 +146,18 @@ pub type Wait<'a> = &'a (dyn Fn(Option<Duration>) -> bool + Sync);
 /// panic is caught and reported, never resumed).
 pub fn run_beside<T, E, I>(
     work: impl FnOnce(&Interrupt) -> Result<T, Stop<I>> + Send,
-    mut pause: impl FnMut(Wait<'_>) -> bool,
-    mut check: impl FnMut() -> Result<(), E>,
+    pause: impl FnMut(Wait<'_>) -> bool,
+    check: impl FnMut() -> Result<(), E>,
 ) -> Result<T, Stop<E>>
 where
     T: Send,
     I: Send,
 {
     let interrupt = Interrupt::new().map_err(Stop::Failed)?;
-    let slot: Slot<Result<T, Stop<I>>> = Slot {
-        value: Mutex::new(None),
-        ready: Condvar::new(),
-    };
+    let slot: Slot<Result<T, Stop<I>>> = Slot::new();
     std::thread::scope(|scope| {
         let started = std::thread::Builder::new()
-            .name("pynisher-supervisor".into())
+            .name(THREAD_NAME.into())
             .spawn_scoped(scope, || {
                 let result = catch_unwind(AssertUnwindSafe(|| work(&interrupt)))
                     .unwrap_or_else(|panic| Err(Stop::Failed(panicked(panic.as_ref()))));
@@ -162,35 +172,130 @@ where
                 )))
             }
         };
-        let wait = |timeout: Option<Duration>| slot.wait(timeout);
-        let mut interrupted = None;
-        while !pause(&wait) {
-            if let Err(err) = check() {
-                interrupt.raise();
-                interrupted = Some(err);
-                // The supervisor kills and reaps the tree before it answers.
-                while !pause(&wait) {}
-                break;
-            }
-        }
+        let interrupted = wait_beside(&slot, &interrupt, pause, check);
         // Joined, not left to the scope, so that the thread is gone (not
         // just done) when the call returns.
         let _ = thread.join();
-        let result = slot.take().unwrap_or_else(|| {
-            Err(Stop::Failed(Error::os(
-                "the supervisor thread ended without an answer",
-                std::io::Error::other("no result"),
-            )))
-        });
-        match (interrupted, result) {
-            (Some(err), _) => Err(Stop::Interrupted(err)),
-            (None, Ok(value)) => Ok(value),
-            (None, Err(Stop::Failed(err))) => Err(Stop::Failed(err)),
-            // Only this function raises the interrupt, and only after a
-            // failed check, so this cannot happen; report it all the same.
-            (None, Err(Stop::Interrupted(_))) => Err(Stop::Failed(ErrorKind::Interrupted.into())),
-        }
+        conclude(interrupted, slot.take())
     })
+}
+
+const THREAD_NAME: &str = "pynisher-supervisor";
+
+/// A supervision already running on a thread of its own, which owns all it
+/// needs: the [`run_beside`] of work that started on the calling thread (as
+/// a [`Paused`](crate::Paused) supervision) and can be handed over without
+/// any lock of the caller. [`Beside::wait`] waits for it as `run_beside`
+/// does. Dropped without a wait, it raises the interrupt and joins the
+/// thread, so that no supervisor outlives it.
+pub struct Beside<T> {
+    shared: Arc<Shared<T>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the calling thread and the supervisor's thread of a [`Beside`] share.
+struct Shared<T> {
+    interrupt: Interrupt,
+    answer: Slot<Result<T, Stop<()>>>,
+}
+
+impl<T: Send + 'static> Beside<T> {
+    /// Starts `work` on a new thread.
+    ///
+    /// # Errors
+    /// The interrupt or the thread could not be made.
+    pub fn start(
+        work: impl FnOnce(&Interrupt) -> Result<T, Stop<()>> + Send + 'static,
+    ) -> Result<Beside<T>, Error> {
+        let shared = Arc::new(Shared {
+            interrupt: Interrupt::new()?,
+            answer: Slot::new(),
+        });
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| work(&theirs.interrupt)))
+                    .unwrap_or_else(|panic| Err(Stop::Failed(panicked(panic.as_ref()))));
+                theirs.answer.put(result);
+            })
+            .map_err(|err| Error::os("starting the supervisor thread", err))?;
+        Ok(Beside {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the work as [`run_beside`] does: `pause` and `check` in
+    /// turn, the interrupt raised if `check` fails, and the thread joined.
+    ///
+    /// # Errors
+    /// As [`run_beside`].
+    pub fn wait<E>(
+        mut self,
+        pause: impl FnMut(Wait<'_>) -> bool,
+        check: impl FnMut() -> Result<(), E>,
+    ) -> Result<T, Stop<E>> {
+        let Shared { interrupt, answer } = &*self.shared;
+        let interrupted = wait_beside(answer, interrupt, pause, check);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        conclude(interrupted, answer.take())
+    }
+}
+
+impl<T> Drop for Beside<T> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.shared.interrupt.raise();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The calling thread's side of a supervision on another thread: `pause`
+/// until the answer is in `slot`, running `check` in between; a failed check
+/// raises `interrupt` and waits for the answer all the same (the supervisor
+/// kills and reaps the tree before it answers). Returns the failed check's
+/// error.
+fn wait_beside<V: Send, E>(
+    slot: &Slot<V>,
+    interrupt: &Interrupt,
+    mut pause: impl FnMut(Wait<'_>) -> bool,
+    mut check: impl FnMut() -> Result<(), E>,
+) -> Option<E> {
+    let wait = |timeout: Option<Duration>| slot.wait(timeout);
+    while !pause(&wait) {
+        if let Err(err) = check() {
+            interrupt.raise();
+            while !pause(&wait) {}
+            return Some(err);
+        }
+    }
+    None
+}
+
+/// The answer of a supervision on another thread, given what
+/// [`wait_beside`] returned.
+fn conclude<T, E, I>(
+    interrupted: Option<E>,
+    answer: Option<Result<T, Stop<I>>>,
+) -> Result<T, Stop<E>> {
+    let answer = answer.unwrap_or_else(|| {
+        Err(Stop::Failed(Error::os(
+            "the supervisor thread ended without an answer",
+            std::io::Error::other("no result"),
+        )))
+    });
+    match (interrupted, answer) {
+        (Some(err), _) => Err(Stop::Interrupted(err)),
+        (None, Ok(value)) => Ok(value),
+        (None, Err(Stop::Failed(err))) => Err(Stop::Failed(err)),
+        // Only the waiting side raises the interrupt, and only after a
+        // failed check, so this cannot happen; report it all the same.
+        (None, Err(Stop::Interrupted(_))) => Err(Stop::Failed(ErrorKind::Interrupted.into())),
+    }
 }
 
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Error {
@@ -252,6 +357,51 @@ mod tests {
         assert_eq!(result.unwrap(), 7);
         let finished_at = finished_at.lock().unwrap().unwrap();
         assert!(finished_at < Duration::from_millis(250), "{finished_at:?}");
+    }
+
+    #[test]
+    fn a_supervision_already_beside_is_waited_for_and_interrupted_as_run_beside() {
+        let done = Beside::start(|_| Ok::<_, Stop<()>>(7)).unwrap();
+        let value: Result<u32, Stop<()>> = done.wait(|wait| wait(None), || Ok(()));
+        assert_eq!(value.unwrap(), 7);
+
+        let stopped = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&stopped);
+        let blocked = Beside::start(move |interrupt| {
+            wait_raised(interrupt);
+            seen.store(true, Ordering::SeqCst);
+            Err::<(), _>(Stop::Interrupted(()))
+        })
+        .unwrap();
+        let result = blocked.wait(|wait| wait(Some(Duration::from_millis(10))), || Err("stop"));
+        assert!(matches!(result, Err(Stop::Interrupted("stop"))));
+        assert!(stopped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_supervision_beside_dropped_unwaited_is_interrupted_and_joined() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&stopped);
+        let beside = Beside::start(move |interrupt| {
+            wait_raised(interrupt);
+            seen.store(true, Ordering::SeqCst);
+            Ok::<_, Stop<()>>(())
+        })
+        .unwrap();
+        drop(beside);
+        // Joined: the work saw the interrupt and returned before the drop did.
+        assert!(stopped.load(Ordering::SeqCst));
+    }
+
+    /// Blocks until `interrupt` is raised (10 s at most).
+    fn wait_raised(interrupt: &Interrupt) {
+        let mut fds = [libc::pollfd {
+            fd: interrupt.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        sys::poll(&mut fds, Some(Duration::from_secs(10))).unwrap();
+        assert!(interrupt.is_raised());
     }
 
     #[test]

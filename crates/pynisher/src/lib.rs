@@ -132,8 +132,8 @@ pub use sys::become_subreaper;
 pub use tree::kill_own_descendants;
 
 #[doc(hidden)]
-pub use background::{run_beside, Interrupt, Wait};
+pub use background::{run_beside, Beside, Interrupt, Wait};
 #[doc(hidden)]
 pub use fork::{fork_with, ForkHooks, NoHooks};
 #[doc(hidden)]
-pub use supervisor::{Finished, Supervised};
+pub use supervisor::{Finished, Paused, Supervised};

@@ -256,6 +256,50 @@ struct Events {
     interrupt: bool,
 }
 
+/// Where [`Supervised::supervise`] stopped.
+enum Ran<E> {
+    /// The call ended, or the supervision failed or was interrupted.
+    Ended(Result<Finished, Stop<E>>),
+    /// The wait reached its end instant first. (Boxed: that is the rare
+    /// case, and the state is large.)
+    Paused(Box<Paused>),
+}
+
+/// A call under supervision whose wait was paused before the call ended
+/// ([`Supervised::wait_until_first_check`]): every clock and every sample so
+/// far, ready to go on, on any thread.
+pub struct Paused {
+    supervised: Supervised,
+    watch: Watch,
+}
+
+impl Paused {
+    /// Goes on supervising the call to its end, as
+    /// [`Supervised::wait_interruptible`] (whose clocks started with the call).
+    ///
+    /// # Errors
+    /// As [`Supervised::wait_interruptible`].
+    pub fn wait_interruptible(self, interrupt: &Interrupt) -> Result<Finished, Stop<()>> {
+        let check = || {
+            if interrupt.is_raised() {
+                Err(())
+            } else {
+                Ok(())
+            }
+        };
+        let Paused { supervised, watch } = self;
+        match supervised.supervise(watch, check, Some(interrupt.raw_fd()), None) {
+            Ran::Ended(ended) => ended,
+            Ran::Paused(_) => unreachable!("a wait without an end instant never pauses"),
+        }
+    }
+
+    /// The call's process id.
+    pub fn pid(&self) -> Pid {
+        self.supervised.pid
+    }
+}
+
 /// The mark of a call's start, taken right *before* its process is started
 /// (the fork, the clone or the forkserver's request), and required to take
 /// charge of it ([`Supervised::new`], [`Supervised::remote`]): when its wall
@@ -480,7 +524,11 @@ impl Supervised {
     /// [`Stop::Interrupted`] as above, or [`Stop::Failed`] if supervision
     /// itself fails.
     pub fn wait_with<E>(self, check: impl FnMut() -> Result<(), E>) -> Result<Finished, Stop<E>> {
-        self.supervise(check, None)
+        let watch = self.start_watch();
+        match self.supervise(watch, check, None, None) {
+            Ran::Ended(ended) => ended,
+            Ran::Paused(_) => unreachable!("a wait without an end instant never pauses"),
+        }
     }
 
     /// Supervises the call to its end, or until another thread raises
@@ -492,35 +540,68 @@ impl Supervised {
     /// [`Stop::Interrupted`] as above, or [`Stop::Failed`] if supervision
     /// itself fails.
     pub fn wait_interruptible(self, interrupt: &Interrupt) -> Result<Finished, Stop<()>> {
-        let check = || {
-            if interrupt.is_raised() {
-                Err(())
-            } else {
-                Ok(())
-            }
-        };
-        self.supervise(check, Some(interrupt.raw_fd()))
+        let watch = self.start_watch();
+        Paused {
+            supervised: self,
+            watch,
+        }
+        .wait_interruptible(interrupt)
+    }
+
+    /// Supervises the call on the calling thread until it ends, but no
+    /// longer than until the caller's first check is due ([`CHECK_INTERVAL`]
+    /// from now), which this wait never runs: a call that ends sooner needs
+    /// no other thread and no lock of the caller. Every limit is enforced
+    /// meanwhile. Otherwise the supervision is [`Paused`], to go on (on
+    /// another thread, say) with [`Paused::wait_interruptible`].
+    ///
+    /// # Errors
+    /// `Ok(Err(_))` if supervision itself failed; the tree is then killed
+    /// and reaped.
+    pub fn wait_until_first_check(self) -> Result<Result<Finished, Error>, Box<Paused>> {
+        let watch = self.start_watch();
+        let until = watch.clocks.next_check;
+        match self.supervise(
+            watch,
+            || Ok::<(), std::convert::Infallible>(()),
+            None,
+            Some(until),
+        ) {
+            Ran::Ended(ended) => Ok(ended.map_err(|stop| match stop {
+                Stop::Failed(err) => err,
+                Stop::Interrupted(never) => match never {},
+            })),
+            Ran::Paused(paused) => Err(paused),
+        }
     }
 
     /// The wait loop. `interrupt_fd`, when readable, makes it run `check` at
-    /// once.
+    /// once. With `until`, it pauses at that instant if the call has not
+    /// ended.
     fn supervise<E>(
         mut self,
+        mut watch: Watch,
         mut check: impl FnMut() -> Result<(), E>,
         interrupt_fd: Option<std::os::fd::RawFd>,
-    ) -> Result<Finished, Stop<E>> {
-        let mut watch = self.start_watch();
+        until: Option<Instant>,
+    ) -> Ran<E> {
         loop {
+            if until.is_some_and(|until| Instant::now() >= until) {
+                return Ran::Paused(Box::new(Paused {
+                    supervised: self,
+                    watch,
+                }));
+            }
             if let Err(err) = self.on_due_timers(&mut watch, &mut check) {
                 self.stop_interrupted(&mut watch.tree);
-                return Err(Stop::Interrupted(err));
+                return Ran::Ended(Err(Stop::Interrupted(err)));
             }
-            let events = match self.wait_for_event(&watch, interrupt_fd) {
+            let events = match self.wait_for_event(&watch, interrupt_fd, until) {
                 Ok(events) => events,
                 Err(err) => {
                     self.kill_tree(&mut watch.tree);
                     let _ = self.reap();
-                    return Err(Stop::Failed(Error::os("poll", err)));
+                    return Ran::Ended(Err(Stop::Failed(Error::os("poll", err))));
                 }
             };
             if events.channel {
@@ -530,7 +611,7 @@ impl Supervised {
                 watch.clocks.next_check = Instant::now();
             }
             if events.exited {
-                return self.finish(watch);
+                return Ran::Ended(self.finish(watch));
             }
         }
     }
@@ -698,8 +779,10 @@ impl Supervised {
         &self,
         watch: &Watch,
         interrupt_fd: Option<std::os::fd::RawFd>,
+        until: Option<Instant>,
     ) -> std::io::Result<Events> {
         let wake = watch.clocks.next_wake(watch.kill_reason.is_none());
+        let wake = until.map_or(wake, |until| wake.min(until));
         let channel = self
             .receiver
             .as_ref()

@@ -321,3 +321,69 @@ fn a_line_the_caller_had_not_ended_is_written_once() {
     assert!(stdout.contains("before-child\nafter\n"), "{stdout}");
     assert_eq!(stdout.matches("before-").count(), 1, "{stdout}");
 }
+
+/// Forks `body` (which sleeps `sleep`, then sends one value frame) under
+/// `limits`, and supervises it as the Python binding does: on the calling
+/// thread until the first check is due, then on a thread of its own.
+fn fork_and_wait_in_two_steps(
+    limits: &Limits,
+    sleep: Duration,
+) -> (Result<pynisher::Finished, pynisher::Error>, bool) {
+    let options = CallOptions {
+        name: None,
+        terminate_descendants: true,
+    };
+    // SAFETY: the body only sleeps and writes its frame; it takes no lock
+    // another test thread could hold.
+    let running = unsafe {
+        pynisher::fork_with(limits, &options, &pynisher::NoHooks, |sender| {
+            std::thread::sleep(sleep);
+            let _ = sender.send(pynisher::channel::Tag::Value, &[b"done"]);
+        })
+    }
+    .unwrap();
+    match running.wait_until_first_check() {
+        Ok(ended) => (ended, false),
+        Err(paused) => {
+            let beside =
+                pynisher::Beside::start(move |interrupt| paused.wait_interruptible(interrupt))
+                    .unwrap();
+            let finished = beside
+                .wait(
+                    |wait| wait(Some(Duration::from_millis(50))),
+                    || Ok::<(), ()>(()),
+                )
+                .map_err(|stop| match stop {
+                    pynisher::Stop::Failed(err) => err,
+                    pynisher::Stop::Interrupted(()) => unreachable!("the check never fails"),
+                });
+            (finished, true)
+        }
+    }
+}
+
+#[test]
+fn a_short_call_ends_within_the_first_wait_and_a_long_one_goes_on_beside() {
+    let (short, handed_over) = fork_and_wait_in_two_steps(&limits(), Duration::ZERO);
+    assert!(!handed_over, "a call of no time outlived the first wait");
+    assert_eq!(short.unwrap().outcome.status, Status::Ok);
+
+    let (long, handed_over) = fork_and_wait_in_two_steps(&limits(), Duration::from_millis(300));
+    assert!(handed_over, "a call of 0.3 s ended within the first 50 ms");
+    let long = long.unwrap();
+    assert_eq!(long.outcome.status, Status::Ok);
+    assert!(long.outcome.usage.wall_time >= Duration::from_millis(300));
+    assert_eq!(long.frame.unwrap().tag, pynisher::channel::Tag::Value);
+}
+
+#[test]
+fn a_limit_due_before_the_first_check_is_enforced_by_the_first_wait() {
+    let limits = Limits::new()
+        .wall_time(Duration::from_millis(20))
+        .grace_period(Duration::ZERO);
+    let began = Instant::now();
+    let (ended, handed_over) = fork_and_wait_in_two_steps(&limits, Duration::from_secs(20));
+    assert!(!handed_over);
+    assert_eq!(ended.unwrap().outcome.status, Status::WallTime);
+    assert!(began.elapsed() < SLACK, "{:?}", began.elapsed());
+}
