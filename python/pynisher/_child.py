@@ -126,8 +126,6 @@ def encode_value(value: Any, *, by_value: bool = False) -> tuple[list[Any], bool
             main = _pickling.dumps_for_interpreter(value, pickled, refuse_open_files=True)
         else:
             main = _pickling.dumps(value, pickled)
-        if not pickled:
-            return [_HEADER_START.pack(0, len(main)), main], False
         buffers.extend(buffer.raw() for buffer in pickled)
         flags = 0
     if not buffers:

@@ -320,13 +320,7 @@ mod tests {
         let stopped = AtomicBool::new(false);
         let result: Result<(), Stop<&str>> = run_beside(
             |interrupt| {
-                let mut fds = [libc::pollfd {
-                    fd: interrupt.raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                }];
-                sys::poll(&mut fds, Some(Duration::from_secs(10))).unwrap();
-                assert!(interrupt.is_raised());
+                wait_raised(interrupt);
                 stopped.store(true, Ordering::SeqCst);
                 Err(Stop::<()>::Interrupted(()))
             },

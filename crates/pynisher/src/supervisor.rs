@@ -288,15 +288,7 @@ impl Paused {
             }
         };
         let Paused { supervised, watch } = self;
-        match supervised.supervise(watch, check, Some(interrupt.raw_fd()), None) {
-            Ran::Ended(ended) => ended,
-            Ran::Paused(_) => unreachable!("a wait without an end instant never pauses"),
-        }
-    }
-
-    /// The call's process id.
-    pub fn pid(&self) -> Pid {
-        self.supervised.pid
+        supervised.supervise_to_end(watch, check, Some(interrupt.raw_fd()))
     }
 }
 
@@ -525,10 +517,7 @@ impl Supervised {
     /// itself fails.
     pub fn wait_with<E>(self, check: impl FnMut() -> Result<(), E>) -> Result<Finished, Stop<E>> {
         let watch = self.start_watch();
-        match self.supervise(watch, check, None, None) {
-            Ran::Ended(ended) => ended,
-            Ran::Paused(_) => unreachable!("a wait without an end instant never pauses"),
-        }
+        self.supervise_to_end(watch, check, None)
     }
 
     /// Supervises the call to its end, or until another thread raises
@@ -572,6 +561,19 @@ impl Supervised {
                 Stop::Interrupted(never) => match never {},
             })),
             Ran::Paused(paused) => Err(paused),
+        }
+    }
+
+    /// [`Supervised::supervise`] with no end instant, which never pauses.
+    fn supervise_to_end<E>(
+        self,
+        watch: Watch,
+        check: impl FnMut() -> Result<(), E>,
+        interrupt_fd: Option<std::os::fd::RawFd>,
+    ) -> Result<Finished, Stop<E>> {
+        match self.supervise(watch, check, interrupt_fd, None) {
+            Ran::Ended(ended) => ended,
+            Ran::Paused(_) => unreachable!("a wait without an end instant never pauses"),
         }
     }
 
