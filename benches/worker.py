@@ -16,6 +16,9 @@ failure ``"ok": false`` and an ``error`` string.  Anything else on stdout
 Cases:
     info              versions of python, pynisher and numpy
     noop              per-call time of a no-op function under pynisher
+    noop-paired       the same, alternating call by call with its floor
+                      (a raw fork, or ``python -c pass`` for spawn) in
+                      this one process
     floor-fork        per-call time of raw os.fork + pipe + waitpid
     floor-exec        per-call time of ``python -c pass``
     overshoot         how long past its wall-time limit a call returns
@@ -256,17 +259,50 @@ def case_floor_fork(params: dict) -> dict:
     return time_calls(lambda: raw_fork_call(targets.noop), check_noop, params)
 
 
+def run_python_pass() -> int:
+    return subprocess.run([sys.executable, "-c", "pass"], check=True).returncode
+
+
+def check_exit_zero(code: int) -> None:
+    if code != 0:
+        raise CaseError(f"python -c pass exited {code}")
+
+
 def case_floor_exec(params: dict) -> dict:
-    command = [sys.executable, "-c", "pass"]
+    return time_calls(run_python_pass, check_exit_zero, params)
 
-    def call() -> int:
-        return subprocess.run(command, check=True).returncode
 
-    def check(code: int) -> None:
-        if code != 0:
-            raise CaseError(f"python -c pass exited {code}")
+def case_noop_paired(params: dict) -> dict:
+    """Ours and the floor, one call each in turn, in this one process.
 
-    return time_calls(call, check, params)
+    Separate workers measure each at a different moment, and this VM's
+    speed moves by a third between moments; a pair sees the same machine.
+    The floor forks this same process (pynisher imported), which is what a
+    raw fork of the caller costs. Which of the two goes first alternates.
+    """
+    limiter = make_limiter(targets.noop, params)
+    if params.get("context") == "spawn":
+        floor: Callable[[], Any] = run_python_pass
+        check_floor: Callable[[Any], None] = check_exit_zero
+    else:
+        floor, check_floor = (lambda: raw_fork_call(targets.noop)), check_noop
+    for _ in range(int(params.get("warmup", 1))):
+        check_noop(limiter())
+        check_floor(floor())
+    ours: list[float] = []
+    floors: list[float] = []
+    for i in range(int(params["calls"])):
+        pair = [(limiter, check_noop, ours), (floor, check_floor, floors)]
+        for call, check, into in pair if i % 2 == 0 else pair[::-1]:
+            start = time.perf_counter()
+            value = call()
+            into.append(time.perf_counter() - start)
+            check(value)
+    return {
+        "samples": ours,
+        "series": {"floor": floors, "ratio": [a / b for a, b in zip(ours, floors)]},
+        "errors": [],
+    }
 
 
 def case_heavy(params: dict) -> dict:
@@ -646,6 +682,7 @@ def case_memory_delay(params: dict) -> dict:
 CASES: dict[str, Callable[[dict], dict]] = {
     "info": case_info,
     "noop": case_noop,
+    "noop-paired": case_noop_paired,
     "floor-fork": case_floor_fork,
     "floor-exec": case_floor_exec,
     "overshoot": case_overshoot,
