@@ -64,3 +64,18 @@ def test_a_slow_preload_within_the_budget_is_not_charged_to_the_call(
     started = time.monotonic()
     assert limited.run().status is Status.OK
     assert time.monotonic() - started < 1.5
+
+
+def test_a_call_its_forkserver_starts_late_is_still_held_to_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller waits for the server on its own thread for the first 50 ms
+    # only; this start takes longer, so the supervision is handed to another
+    # thread before the call even runs, and must still stop it.
+    module = preload_module(tmp_path, monkeypatch, "slow_too", "import time\ntime.sleep(1.0)\n")
+    limited = Pynisher(funcs.sleeps, context="forkserver", preload=[module], wall_time=0.5)
+    started = time.monotonic()
+    outcome = limited.run()
+    took = time.monotonic() - started
+    assert outcome.status is Status.WALL_TIME, outcome.detail
+    assert 1.0 + 0.5 <= took < 1.0 + 0.5 + 2, took

@@ -4,7 +4,7 @@
 //! outcomes to exceptions live in the Python package; every process operation
 //! lives in the core crate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod buffer;
 
@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 use pynisher::channel::{Payload, Sender, Tag};
 use pynisher::child::{CheckedSteps, ChildSetup, StepError};
 use pynisher::exec::{Program, INTERPRETER_MEMFD, INTERPRETER_RESULT_FD};
-use pynisher::forkserver::{CallStart, ForkServer};
+use pynisher::forkserver::{CallStart, ForkServer, Starting};
 use pynisher::terminal::Terminal;
 use pynisher::{CallOptions, ForkHooks, Limits, MemoryMode, Status, Stop};
 
@@ -581,6 +581,12 @@ impl ForkServerPy {
 /// Runs one call in a child of `server` and supervises it with the GIL
 /// released. Raises `ForkServerError` if the server is gone before the call
 /// started (it is then safe to retry with a new server).
+///
+/// As [`supervise_running`] does for a call already running, this thread
+/// (GIL released) waits for the server to start the call and supervises it
+/// until the first check of signals and `cancel` is due; a call not over by
+/// then goes on on a thread of its own, from wherever it got to (the
+/// server may still be importing its preload modules).
 #[pyfunction]
 #[pyo3(signature = (server, call_file, limits, *, terminate_child_processes=true, forceful_keyboard_interrupt=true, cancel=None))]
 fn run_forkserver(
@@ -592,21 +598,68 @@ fn run_forkserver(
     forceful_keyboard_interrupt: bool,
     cancel: Option<Py<PyAny>>,
 ) -> PyResult<RawOutcome> {
-    // SAFETY: the caller keeps `call_file` open for the whole call, and
-    // `supervise` returns only once the call has ended.
+    // SAFETY: the caller keeps `call_file` open for the whole call; it is
+    // only used to pass it to the server, before this function returns.
     let call_file = unsafe { std::os::fd::BorrowedFd::borrow_raw(call_file) };
     let (server, limits) = (&server.0, &limits.0);
-    // The server may still be importing its preload modules: the wait for it
-    // to start the call is supervised too, away from the GIL.
-    let start = move |interrupt: &pynisher::Interrupt| {
-        server.start_call(
-            call_file,
-            limits,
-            terminate_child_processes,
-            Some(interrupt),
-        )
+    let lent_bytes = LentBytes::default();
+    let first = py.detach(|| {
+        let first_check = Instant::now() + pynisher::supervisor::CHECK_INTERVAL;
+        let started = server
+            .send_call(call_file, limits, terminate_child_processes)
+            .and_then(|pending| pending.wait(None, Some(first_check)));
+        let lent = lent_bytes.clone();
+        match started {
+            Err(err) => FirstWait::Ended(Err(err)),
+            Ok(Starting::Waiting(pending)) => {
+                FirstWait::Beside(pynisher::Beside::start(move |interrupt| {
+                    let start = pending.wait_to_start(Some(interrupt));
+                    supervise_started(start, interrupt, forceful_keyboard_interrupt, &lent)
+                }))
+            }
+            Ok(Starting::Started(CallStart::NotStarted(finished))) => {
+                FirstWait::Ended(Ok((finished, false)))
+            }
+            Ok(Starting::Started(CallStart::Running(mut running))) => {
+                take_charge(&mut running, forceful_keyboard_interrupt, &lent_bytes);
+                let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
+                match running.wait_until(first_check) {
+                    Ok(ended) => FirstWait::Ended(ended.map(|f| (f, terminal.is_some()))),
+                    Err(paused) => FirstWait::Beside(pynisher::Beside::start(move |interrupt| {
+                        let finished = paused.wait_interruptible(interrupt);
+                        // The terminal goes back when the call has ended.
+                        let lent = terminal.is_some();
+                        drop(terminal);
+                        finished.map(|finished| (finished, lent))
+                    })),
+                }
+            }
+        }
+    });
+    let (finished, terminal) = first.conclude(py, cancel.as_ref())?;
+    raw_outcome(py, finished, terminal, &lent_bytes)
+}
+
+/// Supervises a forkserver call that the server has started (or failed
+/// to), on the supervisor's thread, to its end or until `interrupt`; the
+/// call gets the terminal meanwhile if the caller has it. Returns whether
+/// it had it.
+fn supervise_started(
+    start: pynisher::Result<CallStart>,
+    interrupt: &pynisher::Interrupt,
+    forceful_keyboard_interrupt: bool,
+    lent_bytes: &LentBytes,
+) -> Result<(pynisher::Finished, bool), Stop<()>> {
+    let mut running = match start.map_err(Stop::Failed)? {
+        CallStart::Running(running) => running,
+        CallStart::NotStarted(finished) => return Ok((finished, false)),
     };
-    supervise(py, start, forceful_keyboard_interrupt, cancel)
+    take_charge(&mut running, forceful_keyboard_interrupt, lent_bytes);
+    let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
+    let finished = running.wait_interruptible(interrupt);
+    let lent = terminal.is_some();
+    drop(terminal);
+    finished.map(|finished| (finished, lent))
 }
 
 /// The forkserver's main loop: forks a child per call, which runs
@@ -644,51 +697,25 @@ fn cgroup_v2_unavailable() -> Option<String> {
     pynisher::cgroup::delegated().err()
 }
 
-/// Supervises the call that `start` starts on a thread of its own, so that
-/// no lock of the caller (the GIL above all) can delay a kill, and converts
-/// the outcome. This thread waits with the GIL released and, every 50 ms,
-/// takes the GIL to check Python signals and `cancel`; if another thread
-/// holds the GIL meanwhile, only this check (and so the return) waits. The
-/// supervisor takes the GIL once, after the result has arrived, if the
-/// child lends a `bytes` result: to make the object it copies it into.
+/// Supervises a call already running (a fork, a fresh interpreter) with
+/// the GIL released, and converts the outcome.
+///
+/// Until the first check of Python's signals and `cancel` is due (50 ms),
+/// this thread supervises the call itself, GIL released; a short call so
+/// needs no other thread. A call that runs longer is handed, still without
+/// the GIL, to a supervisor thread of its own, so that no lock of the
+/// caller (the GIL above all: another thread may hold it for seconds) can
+/// delay a kill. This thread then waits for it with the GIL released and,
+/// every 50 ms, takes the GIL to check signals and `cancel`; if another
+/// thread holds the GIL meanwhile, only this check (and so the return)
+/// waits. The supervisor takes the GIL once, after the result has arrived,
+/// if the child lends a `bytes` result: to make the object it copies it
+/// into.
 ///
 /// `cancel`, if given, is polled with `cancel.is_set()` on the same tick as
 /// the signals; once it is set the tree is killed and
 /// `concurrent.futures.CancelledError` raised. A failed check kills the tree,
 /// and its error is raised only once nothing of the call is left.
-fn supervise(
-    py: Python<'_>,
-    start: impl FnOnce(&pynisher::Interrupt) -> pynisher::Result<CallStart> + Send,
-    forceful_keyboard_interrupt: bool,
-    cancel: Option<Py<PyAny>>,
-) -> PyResult<RawOutcome> {
-    let lent_bytes = LentBytes::default();
-    let work = |interrupt: &pynisher::Interrupt| {
-        let mut running = match start(interrupt).map_err(Stop::Failed)? {
-            CallStart::Running(running) => running,
-            CallStart::NotStarted(finished) => return Ok((finished, false)),
-        };
-        take_charge(&mut running, forceful_keyboard_interrupt, &lent_bytes);
-        let terminal = Terminal::foreground().filter(|t| t.hand_over(running.pid()));
-        let finished = running.wait_interruptible(interrupt);
-        let lent = terminal.is_some();
-        drop(terminal);
-        finished.map(|finished| (finished, lent))
-    };
-    let (finished, terminal) = pynisher::run_beside(
-        work,
-        pause_without_gil(py),
-        python_check(py, cancel.as_ref()),
-    )
-    .map_err(stop_to_py_err)?;
-    raw_outcome(py, finished, terminal, &lent_bytes)
-}
-
-/// As [`supervise`], for a call already running (a fork, a fresh
-/// interpreter): it is supervised on this thread, with the GIL released,
-/// until the first check of signals and `cancel` is due, and only a call that
-/// runs longer goes on on a thread of its own. A short call so needs no
-/// thread, and returns one wake-up sooner.
 fn supervise_running(
     py: Python<'_>,
     mut running: pynisher::Supervised,
@@ -707,24 +734,32 @@ fn supervise_running(
             paused.wait_interruptible(interrupt)
         })),
     });
-    let finished = match first {
-        FirstWait::Ended(ended) => ended.map_err(to_py_err),
-        FirstWait::Beside(Err(err)) => Err(to_py_err(err)),
-        FirstWait::Beside(Ok(beside)) => beside
-            .wait(pause_without_gil(py), python_check(py, cancel.as_ref()))
-            .map_err(stop_to_py_err),
-    };
+    let finished = first.conclude(py, cancel.as_ref());
     let lent_terminal = terminal.is_some();
     drop(terminal);
     raw_outcome(py, finished?, lent_terminal, &lent_bytes)
 }
 
-/// How the first wait of [`supervise_running`] ended: with the call, or
-/// with its supervision handed to a thread of its own (or failing to start
-/// one).
-enum FirstWait {
-    Ended(pynisher::Result<pynisher::Finished>),
-    Beside(pynisher::Result<pynisher::Beside<pynisher::Finished>>),
+/// How the first wait of a call (on the calling thread, GIL released)
+/// ended: with the call, or with its supervision handed to a thread of its
+/// own (or failing to start one).
+enum FirstWait<T> {
+    Ended(pynisher::Result<T>),
+    Beside(pynisher::Result<pynisher::Beside<T>>),
+}
+
+impl<T: Send + 'static> FirstWait<T> {
+    /// The call's end: at once, or once the supervisor's thread has it,
+    /// checking signals and `cancel` every 50 ms meanwhile.
+    fn conclude(self, py: Python<'_>, cancel: Option<&Py<PyAny>>) -> PyResult<T> {
+        match self {
+            FirstWait::Ended(ended) => ended.map_err(to_py_err),
+            FirstWait::Beside(Err(err)) => Err(to_py_err(err)),
+            FirstWait::Beside(Ok(beside)) => beside
+                .wait(pause_without_gil(py), python_check(py, cancel))
+                .map_err(stop_to_py_err),
+        }
+    }
 }
 
 /// The binding's settings of a call under supervision: without the

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::background::Interrupt;
@@ -48,8 +49,9 @@ pub struct ForkServer {
     pid: Pid,
     /// Names the server for as long as this handle lives: the server is not
     /// reaped before `Drop`, so neither signal nor wait can hit another
-    /// process that got its pid.
-    pidfd: OwnedFd,
+    /// process that got its pid. Shared with the calls still waiting for it
+    /// to start them ([`PendingCall`]), which may have to stop it.
+    pidfd: Arc<OwnedFd>,
     control: OwnedFd,
     /// The process that started the server, its parent.
     owner: Pid,
@@ -75,7 +77,7 @@ impl ForkServer {
             .map_err(|err| Error::os("pidfd_open (the forkserver)", err))?;
         Ok(ForkServer {
             pid,
-            pidfd,
+            pidfd: Arc::new(pidfd),
             control,
             owner: std::process::id() as Pid,
         })
@@ -119,16 +121,32 @@ impl ForkServer {
         terminate_descendants: bool,
         interrupt: Option<&Interrupt>,
     ) -> Result<CallStart> {
+        self.send_call(request, limits, terminate_descendants)?
+            .wait_to_start(interrupt)
+    }
+
+    /// The first half of [`ForkServer::start_call`]: sends the call to the
+    /// server and returns at once. [`PendingCall::wait`] waits for the
+    /// server to start it, in one go or in parts (a caller can wait on its
+    /// own thread for a moment, then hand the rest to another).
+    ///
+    /// # Errors
+    /// As [`ForkServer::start_call`], but never `Interrupted`.
+    pub fn send_call(
+        &self,
+        request: BorrowedFd<'_>,
+        limits: &Limits,
+        terminate_descendants: bool,
+    ) -> Result<PendingCall> {
         let mut parts = CallParts::new(limits)?;
         let started = StartMark::now();
-        let gone = |why: String| Error::from(ErrorKind::ForkServer(why));
         // The request names the call's cgroup, if it has one; the child joins
         // it first thing.
         let mut message = CALL_MESSAGE.to_vec();
         if let Some(procs) = parts.cgroup_procs() {
             message.extend_from_slice(procs.to_bytes());
         }
-        let (mine, theirs) =
+        let (socket, theirs) =
             sys::seqpacket_pair().map_err(|e| Error::os("creating the call socket", e))?;
         let (result, memfd, page) = parts.child_fds();
         let fds = [theirs.as_raw_fd(), result, memfd, request.as_raw_fd(), page];
@@ -136,12 +154,84 @@ impl ForkServer {
             .map_err(|e| gone(format!("the forkserver is gone ({e})")))?;
         drop(theirs);
         parts.close_child_ends();
-
         let deadline = startup_budget(limits).and_then(|budget| started.at().checked_add(budget));
+        Ok(PendingCall {
+            server: Arc::clone(&self.pidfd),
+            parts,
+            started,
+            socket,
+            deadline,
+            limits: limits.clone(),
+            terminate_descendants,
+        })
+    }
+
+    /// Kills the server; the next call sees it dead and starts a new one.
+    fn kill(&self) {
+        kill_server(&self.pidfd);
+    }
+}
+
+fn kill_server(pidfd: &OwnedFd) {
+    let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+}
+
+fn gone(why: String) -> Error {
+    Error::from(ErrorKind::ForkServer(why))
+}
+
+/// A call sent to a forkserver ([`ForkServer::send_call`]) that the server
+/// has not been seen to start yet. It owns all it needs, so the wait can go
+/// on on any thread. Dropped, it closes the call's socket: the server then
+/// kills the call if it starts it.
+pub struct PendingCall {
+    /// The server's pidfd, to stop it if it does not start the call in time.
+    server: Arc<OwnedFd>,
+    parts: CallParts,
+    started: StartMark,
+    socket: OwnedFd,
+    /// The end of the start-up budget, if the call has one.
+    deadline: Option<Instant>,
+    limits: Limits,
+    terminate_descendants: bool,
+}
+
+/// How [`PendingCall::wait`] ended.
+// One per call, moved once or twice (as `CallStart`): boxing would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Starting {
+    /// The server answered: the call runs, or never will.
+    Started(CallStart),
+    /// The wait reached its end instant first; wait again later.
+    Waiting(PendingCall),
+}
+
+impl PendingCall {
+    /// [`PendingCall::wait`] with no end instant: until the server has
+    /// started the call (or never will), or `interrupt` is raised.
+    ///
+    /// # Errors
+    /// As [`ForkServer::start_call`].
+    pub fn wait_to_start(self, interrupt: Option<&Interrupt>) -> Result<CallStart> {
+        match self.wait(interrupt, None)? {
+            Starting::Started(start) => Ok(start),
+            Starting::Waiting(_) => unreachable!("a wait without an end instant never pauses"),
+        }
+    }
+
+    /// Waits for the server to start the call: until it has (or its
+    /// start-up budget ran out, see [`ForkServer::start_call`]), until
+    /// `interrupt` is raised, or until `until`, whichever comes first.
+    ///
+    /// # Errors
+    /// As [`ForkServer::start_call`].
+    pub fn wait(self, interrupt: Option<&Interrupt>, until: Option<Instant>) -> Result<Starting> {
+        let ends = [self.deadline, until].into_iter().flatten().min();
         loop {
             let mut poll = [
                 libc::pollfd {
-                    fd: mine.as_raw_fd(),
+                    fd: self.socket.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -151,38 +241,46 @@ impl ForkServer {
                     revents: 0,
                 },
             ];
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = ends.map(|end| end.saturating_duration_since(Instant::now()));
             sys::poll(&mut poll, timeout).map_err(|e| Error::os("poll", e))?;
             if poll[0].revents != 0 {
                 break;
             }
             if interrupt.is_some_and(Interrupt::is_raised) {
                 // The call may start behind our back: stop the server.
-                self.kill();
+                kill_server(&self.server);
                 return Err(ErrorKind::Interrupted.into());
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.kill();
-                return Ok(CallStart::NotStarted(not_started(limits, started.at())));
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                kill_server(&self.server);
+                let finished = not_started(&self.limits, self.started.at());
+                return Ok(Starting::Started(CallStart::NotStarted(finished)));
+            }
+            if until.is_some_and(|u| now >= u) {
+                return Ok(Starting::Waiting(self));
             }
         }
         let mut buf = [0u8; 4];
-        let (n, mut passed) = sys::recv_with_fds(mine.as_fd(), &mut buf)
+        let (n, mut passed) = sys::recv_with_fds(self.socket.as_fd(), &mut buf)
             .map_err(|e| gone(format!("the forkserver failed ({e})")))?;
         if n != 4 || passed.len() != 1 {
             return Err(gone("the forkserver died before starting the call".into()));
         }
         let pid = Pid::from_le_bytes(buf);
         let pidfd = passed.remove(0);
+        let PendingCall {
+            parts,
+            started,
+            socket,
+            limits,
+            terminate_descendants,
+            ..
+        } = self;
         let mut supervised =
-            parts.supervise_remote(pid, pidfd, mine, limits, started, terminate_descendants);
+            parts.supervise_remote(pid, pidfd, socket, &limits, started, terminate_descendants);
         supervised.expect_startup();
-        Ok(CallStart::Running(supervised))
-    }
-
-    /// Kills the server; the next call sees it dead and starts a new one.
-    fn kill(&self) {
-        let _ = sys::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        Ok(Starting::Started(CallStart::Running(supervised)))
     }
 }
 

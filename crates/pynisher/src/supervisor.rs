@@ -548,8 +548,17 @@ impl Supervised {
     /// `Ok(Err(_))` if supervision itself failed; the tree is then killed
     /// and reaped.
     pub fn wait_until_first_check(self) -> Result<Result<Finished, Error>, Box<Paused>> {
+        self.wait_until(Instant::now() + CHECK_INTERVAL)
+    }
+
+    /// As [`Supervised::wait_until_first_check`], with the first check due
+    /// at `until`: for a call whose start already took part of the time
+    /// before it (a forkserver's).
+    ///
+    /// # Errors
+    /// As [`Supervised::wait_until_first_check`].
+    pub fn wait_until(self, until: Instant) -> Result<Result<Finished, Error>, Box<Paused>> {
         let watch = self.start_watch();
-        let until = watch.clocks.next_check;
         match self.supervise(
             watch,
             || Ok::<(), std::convert::Infallible>(()),
