@@ -19,6 +19,10 @@ Cases:
     noop-paired       the same, alternating call by call with its floor
                       (a raw fork, or ``python -c pass`` for spawn) in
                       this one process
+    heavy             per-call time of the heavy-import trial
+    heavy-paired      the same, alternating with its goal's base (our
+                      fork, or ``python -c "import heavy_module"``)
+    floor-import      per-call time of ``python -c "import heavy_module"``
     floor-fork        per-call time of raw os.fork + pipe + waitpid
     floor-exec        per-call time of ``python -c pass``
     overshoot         how long past its wall-time limit a call returns
@@ -28,6 +32,8 @@ Cases:
     throughput        calls per second from N caller threads
     floor-throughput  the same with raw forks
     floor-exec-throughput  the same with ``python -c pass`` runs
+    scaling-paired    the gain from a second caller thread, ours and its
+                      floor's, measured in turns in this one process
     cpu-overshoot     CPU time a busy loop burns past its CPU-time limit
     memory-delay      how late and how far past the limit a growing
                       allocation is stopped, at a given allocation rate
@@ -272,66 +278,95 @@ def case_floor_exec(params: dict) -> dict:
     return time_calls(run_python_pass, check_exit_zero, params)
 
 
-def case_noop_paired(params: dict) -> dict:
-    """Ours and the floor, one call each in turn, in this one process.
+def alternate(
+    ours: Callable[[], Any],
+    check_ours: Callable[[Any], None],
+    base: Callable[[], Any],
+    check_base: Callable[[Any], None],
+    params: dict,
+) -> dict:
+    """Ours and a base, one call each in turn, in this one process.
 
     Separate workers measure each at a different moment, and this VM's
     speed moves by a third between moments; a pair sees the same machine.
-    The floor forks this same process (pynisher imported), which is what a
-    raw fork of the caller costs. Which of the two goes first alternates.
+    Which of the two goes first alternates. The samples are our times; the
+    series ``floor`` holds the base's and ``ratio`` ours / base, per pair.
     """
-    limiter = make_limiter(targets.noop, params)
-    if params.get("context") == "spawn":
-        floor: Callable[[], Any] = run_python_pass
-        check_floor: Callable[[Any], None] = check_exit_zero
-    else:
-        floor, check_floor = (lambda: raw_fork_call(targets.noop)), check_noop
     for _ in range(int(params.get("warmup", 1))):
-        check_noop(limiter())
-        check_floor(floor())
-    ours: list[float] = []
-    floors: list[float] = []
+        check_ours(ours())
+        check_base(base())
+    mine: list[float] = []
+    bases: list[float] = []
     for i in range(int(params["calls"])):
-        pair = [(limiter, check_noop, ours), (floor, check_floor, floors)]
+        pair = [(ours, check_ours, mine), (base, check_base, bases)]
         for call, check, into in pair if i % 2 == 0 else pair[::-1]:
             start = time.perf_counter()
             value = call()
             into.append(time.perf_counter() - start)
             check(value)
     return {
-        "samples": ours,
-        "series": {"floor": floors, "ratio": [a / b for a, b in zip(ours, floors)]},
+        "samples": mine,
+        "series": {"floor": bases, "ratio": [a / b for a, b in zip(mine, bases)]},
         "errors": [],
     }
 
 
-def case_heavy(params: dict) -> dict:
+def case_noop_paired(params: dict) -> dict:
+    """A no-op call and its floor in turns (see `alternate`). The raw fork
+    forks this same process (pynisher imported), which is what a raw fork
+    of the caller costs."""
+    limiter = make_limiter(targets.noop, params)
+    if params.get("context") == "spawn":
+        return alternate(limiter, check_noop, run_python_pass, check_exit_zero, params)
+    return alternate(limiter, check_noop, lambda: raw_fork_call(targets.noop), check_noop, params)
+
+
+def heavy_trial(params: dict) -> Callable[[], Any]:
+    """``trial(1)`` of the heavy module under our limiter for ``params``."""
     try:
         import heavy_module
     except ImportError as exc:
         raise CaseError(f"the heavy-import scenario needs numpy and scipy ({exc})") from exc
     limiter = make_limiter(heavy_module.trial, params)
+    return lambda: limiter(1)
 
-    def check(value: Any) -> None:
-        if value != 2:
-            raise CaseError(f"trial(1) returned {value!r}, expected 2")
 
-    return time_calls(lambda: limiter(1), check, params)
+def check_trial(value: Any) -> None:
+    if value != 2:
+        raise CaseError(f"trial(1) returned {value!r}, expected 2")
+
+
+def case_heavy(params: dict) -> dict:
+    return time_calls(heavy_trial(params), check_trial, params)
+
+
+def run_import_heavy() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, "-c", "import heavy_module"]
+    return subprocess.run(command, check=True, cwd=here).returncode
+
+
+def check_import_heavy(code: int) -> None:
+    if code != 0:
+        raise CaseError(f"python -c 'import heavy_module' exited {code}")
+
+
+def case_heavy_paired(params: dict) -> dict:
+    """The heavy trial in ``context`` and its goal's base in turns, in this
+    one process (see `case_noop_paired`): our fork for forkserver,
+    ``python -c "import heavy_module"`` for spawn."""
+    ours = heavy_trial(params)
+    if params["context"] == "spawn":
+        base: Callable[[], Any] = run_import_heavy
+        check_base: Callable[[Any], None] = check_import_heavy
+    else:
+        base, check_base = heavy_trial({**params, "context": "fork"}), check_trial
+    return alternate(ours, check_trial, base, check_base, params)
 
 
 def case_floor_import(params: dict) -> dict:
     """``python -c "import heavy_module"``: what any fresh interpreter pays."""
-    command = [sys.executable, "-c", "import heavy_module"]
-    here = os.path.dirname(os.path.abspath(__file__))
-
-    def call() -> int:
-        return subprocess.run(command, check=True, cwd=here).returncode
-
-    def check(code: int) -> None:
-        if code != 0:
-            raise CaseError(f"python -c 'import heavy_module' exited {code}")
-
-    return time_calls(call, check, params)
+    return time_calls(run_import_heavy, check_import_heavy, params)
 
 
 def case_overshoot(params: dict) -> dict:
@@ -452,6 +487,80 @@ def case_throughput(params: dict) -> dict:
 
 def case_floor_throughput(params: dict) -> dict:
     return run_threads(lambda: lambda: raw_fork_call(targets.noop), params)
+
+
+def burst(
+    make_call: Callable[[], Callable[[], Any]],
+    check: Callable[[Any], None],
+    threads: int,
+    calls: int,
+) -> float:
+    """Calls per second of ``threads`` threads making ``calls`` calls each
+    (each thread makes its own callable and one untimed call first)."""
+    barrier = threading.Barrier(threads + 1)
+    failures: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            call = make_call()
+            check(call())
+        except BaseException as exc:  # reported below; the others go on
+            failures.append(exc)
+            barrier.abort()
+            return
+        barrier.wait()
+        for _ in range(calls):
+            check(call())
+
+    workers = [threading.Thread(target=body, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout=120)
+    except threading.BrokenBarrierError as exc:
+        raise CaseError(f"a warm-up call failed: {failures[:1]}") from exc
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return threads * calls / (time.perf_counter() - start)
+
+
+def case_scaling_paired(params: dict) -> dict:
+    """The gain from a second caller thread (rate with 2 / rate with 1),
+    ours and the floor's, in turns in this one process.
+
+    Separate workers measure the rates at moments far apart, and this VM's
+    speed moves by a fifth between them, more than the margin judged here.
+    One cycle runs ours with 1 and 2 threads and the floor with 1 and 2
+    threads, in an order that rotates from cycle to cycle; the samples are
+    our gains, and ``share`` is our gain over the floor's, per cycle.
+    """
+    if params["context"] == "spawn":
+        floor_call: Callable[[], Any] = run_python_pass
+        check_floor: Callable[[Any], None] = check_exit_zero
+    else:
+        floor_call, check_floor = (lambda: raw_fork_call(targets.noop)), check_noop
+    kinds = {
+        "ours": (lambda: make_limiter(targets.noop, params), check_noop),
+        "floor": (lambda: floor_call, check_floor),
+    }
+    plan = [(kind, threads) for kind in kinds for threads in (1, 2)]
+    calls = int(params["calls"])
+    ours: list[float] = []
+    floors: list[float] = []
+    for cycle in range(int(params["cycles"])):
+        shift = cycle % len(plan)
+        rates = {}
+        for kind, threads in plan[shift:] + plan[:shift]:
+            make_call, check = kinds[kind]
+            rates[kind, threads] = burst(make_call, check, threads, calls)
+        ours.append(rates["ours", 2] / rates["ours", 1])
+        floors.append(rates["floor", 2] / rates["floor", 1])
+    return {
+        "samples": ours,
+        "series": {"floor": floors, "share": [a / b for a, b in zip(ours, floors)]},
+        "errors": [],
+    }
 
 
 def case_floor_exec_throughput(params: dict) -> dict:
@@ -690,11 +799,13 @@ CASES: dict[str, Callable[[dict], dict]] = {
     "floor-large": case_floor_large,
     "floor-build": case_floor_build,
     "throughput": case_throughput,
+    "scaling-paired": case_scaling_paired,
     "floor-throughput": case_floor_throughput,
     "floor-exec-throughput": case_floor_exec_throughput,
     "cpu-overshoot": case_cpu_overshoot,
     "memory-delay": case_memory_delay,
     "heavy": case_heavy,
+    "heavy-paired": case_heavy_paired,
     "floor-import": case_floor_import,
 }
 
