@@ -109,6 +109,9 @@ def allocate_at_rate(limit: int, rate_mib_s: float | None, log_path: str, cap: i
     - ``S <monotonic> <private bytes at start> <limit>``: the start; the
       private memory is read once here (reading smaps_rollup is slow, so it is
       not read again while allocating);
+    - ``B <monotonic> <allocated bytes once the chunk is done>``: before
+      each chunk, so that a kill in the middle of a chunk (the sampler saw
+      it partly touched) can be placed;
     - ``A <monotonic> <allocated bytes>``: after each chunk is touched;
     - ``E <monotonic> <allocated bytes> <exception>``: an allocation failed
       (the address-space mode), then the exception is raised again;
@@ -132,6 +135,7 @@ def allocate_at_rate(limit: int, rate_mib_s: float | None, log_path: str, cap: i
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            os.write(fd, f"B {time.monotonic():.9f} {allocated + MIB}\n".encode())
             chunk = bytearray(MIB)
             chunk[::PAGE] = fill  # one write per page: every page becomes resident
             chunks.append(chunk)

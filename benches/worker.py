@@ -686,6 +686,8 @@ def read_memory_log(path: str) -> dict[str, Any]:
             if parts[0] == "S" and len(parts) >= 4:
                 log["start"] = float(parts[1])
                 log["baseline"] = int(parts[2])
+            elif parts[0] == "B" and len(parts) >= 3:
+                log["begun"] = (float(parts[1]), int(parts[2]))
             elif parts[0] == "A" and len(parts) >= 3:
                 log["chunks"].append((float(parts[1]), int(parts[2])))
             elif parts[0] == "E" and len(parts) >= 3:
@@ -700,7 +702,8 @@ def case_memory_delay(params: dict) -> dict:
 
     Resident mode (ours): the *crossing* is the first moment the function's
     private memory (its private memory at start + what it allocated since)
-    passed the limit, by its own log. The figures are the delay from there to
+    passed the limit, by its own log (the beginning of the crossing chunk if
+    the kill came in the middle of it). The figures are the delay from there to
     the moment the call returned here, and how far past the limit the tree got:
     by ``Outcome.peak_memory`` (what the sampler saw) and by the function's
     log (the last chunk it finished before it was killed).
@@ -763,6 +766,12 @@ def case_memory_delay(params: dict) -> dict:
             series["overshoot_log_mib"].append((baseline + allocated - limit) / (1 << 20))
         else:
             crossed = next((t for t, a in chunks if baseline + a > limit), None)
+            begun_at, begun_total = log.get("begun", (None, 0))
+            if crossed is None and baseline + begun_total > limit:
+                # Killed in the middle of the chunk that crosses the limit
+                # (the sampler saw it partly touched): it crossed at most
+                # when that chunk began.
+                crossed = begun_at
             if crossed is None:
                 errors.append(f"{status} before the function's own count passed the limit")
                 continue
