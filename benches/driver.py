@@ -72,7 +72,9 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sleep": 10.0,
         },
         "large": {
-            "rounds": 3,
+            # 1 GiB of fresh memory costs 0.4 to 1.1 s on this VM from moment to
+            # moment, for every implementation: five rounds for a steadier median.
+            "rounds": 5,
             "sizes": [MIB, 100 * MIB, GIB],
             "calls": {MIB: 10, 100 * MIB: 3, GIB: 1},
         },
@@ -140,7 +142,13 @@ GRACE_PERIOD = 1.0  # the default grace period in API.md
 CPU_BOTH = 1.0
 CPU_CAP = 30.0  # the busy loop gives up after this many CPU seconds
 # The memory case: limit, and where the function stops if nothing stops it.
-MEMORY_LIMIT = 200 * MIB  # both implementations count MB as 2**20 bytes
+# Both implementations count MB as 2**20 bytes. Half a chunk above a whole
+# number of chunks: the function's own private memory at start is about
+# 1 MiB, so a limit of exactly 200 MiB lay 10 pages above its 199th chunk,
+# and the interpreter's own writes (not in the function's count) could take
+# it over before the 200th began, which the log cannot place (3 of 12
+# samples at 100 MB/s on 2026-12-02 04:00 UTC).
+MEMORY_LIMIT = 200 * MIB + MIB // 2
 MEMORY_CAP_FACTOR = 3
 MEMORY_MODES = ("resident", "address_space")
 NO_RESIDENT_OLD = "pynisher 1.0.10 has no resident memory mode"
