@@ -697,6 +697,12 @@ def read_memory_log(path: str) -> dict[str, Any]:
     return log
 
 
+def footprint(allocated: int) -> int:
+    """The private memory that ``allocated`` bytes of ``allocate_at_rate``'s
+    1 MiB chunks take: one page more per chunk, for malloc's header."""
+    return allocated + (allocated // targets.MIB) * targets.PAGE
+
+
 def case_memory_delay(params: dict) -> dict:
     """A function grows its memory at a set rate until the limit stops it.
 
@@ -751,11 +757,14 @@ def case_memory_delay(params: dict) -> dict:
             continue
         baseline = log["baseline"]
         baselines.append(baseline)
-        chunks = log["chunks"]
+        # What each chunk adds to the function's private memory: its MiB, and
+        # the page of malloc's header in front of it (a 1 MiB bytearray is a
+        # mapping of 257 pages, all written when it is zeroed).
+        chunks = [(t, footprint(a)) for t, a in log["chunks"]]
         if chunks and len(chunks) > 1:
             span = chunks[-1][0] - log["start"]
             if span > 0:
-                series["rate_mib_s"].append(chunks[-1][1] / (1 << 20) / span)
+                series["rate_mib_s"].append(log["chunks"][-1][1] / (1 << 20) / span)
         reached = baseline + (chunks[-1][1] if chunks else 0)
         if mode == "address_space":
             if "failed" not in log:
@@ -763,10 +772,12 @@ def case_memory_delay(params: dict) -> dict:
                 continue
             failed_at, allocated = log["failed"]
             samples.append(returned - failed_at)
-            series["overshoot_log_mib"].append((baseline + allocated - limit) / (1 << 20))
+            overshoot = baseline + footprint(allocated) - limit
+            series["overshoot_log_mib"].append(overshoot / (1 << 20))
         else:
             crossed = next((t for t, a in chunks if baseline + a > limit), None)
             begun_at, begun_total = log.get("begun", (None, 0))
+            begun_total = footprint(begun_total)
             if crossed is None and baseline + begun_total > limit:
                 # Killed in the middle of the chunk that crosses the limit
                 # (the sampler saw it partly touched): it crossed at most
