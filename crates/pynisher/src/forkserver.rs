@@ -156,7 +156,7 @@ impl ForkServer {
         parts.close_child_ends();
         let deadline = startup_budget(limits).and_then(|budget| started.at().checked_add(budget));
         Ok(PendingCall {
-            server: Arc::clone(&self.pidfd),
+            server: StopServer(Some(Arc::clone(&self.pidfd))),
             parts,
             started,
             socket,
@@ -182,11 +182,13 @@ fn gone(why: String) -> Error {
 
 /// A call sent to a forkserver ([`ForkServer::send_call`]) that the server
 /// has not been seen to start yet. It owns all it needs, so the wait can go
-/// on on any thread. Dropped, it closes the call's socket: the server then
-/// kills the call if it starts it.
+/// on on any thread. Given up (dropped, or its wait interrupted or out of
+/// start-up budget) before the start is seen, it stops the server: the call
+/// may start behind its back, and would run unsupervised; the server's
+/// death ends it (its guardian watches the server), and the next call
+/// starts a new server.
 pub struct PendingCall {
-    /// The server's pidfd, to stop it if it does not start the call in time.
-    server: Arc<OwnedFd>,
+    server: StopServer,
     parts: CallParts,
     started: StartMark,
     socket: OwnedFd,
@@ -194,6 +196,23 @@ pub struct PendingCall {
     deadline: Option<Instant>,
     limits: Limits,
     terminate_descendants: bool,
+}
+
+/// Kills the server when dropped, unless disarmed.
+struct StopServer(Option<Arc<OwnedFd>>);
+
+impl StopServer {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopServer {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.0.take() {
+            kill_server(&pidfd);
+        }
+    }
 }
 
 /// How [`PendingCall::wait`] ended.
@@ -246,14 +265,12 @@ impl PendingCall {
             if poll[0].revents != 0 {
                 break;
             }
+            // Giving up drops `self`, which stops the server.
             if interrupt.is_some_and(Interrupt::is_raised) {
-                // The call may start behind our back: stop the server.
-                kill_server(&self.server);
                 return Err(ErrorKind::Interrupted.into());
             }
             let now = Instant::now();
             if self.deadline.is_some_and(|d| now >= d) {
-                kill_server(&self.server);
                 let finished = not_started(&self.limits, self.started.at());
                 return Ok(Starting::Started(CallStart::NotStarted(finished)));
             }
@@ -270,6 +287,7 @@ impl PendingCall {
         let pid = Pid::from_le_bytes(buf);
         let pidfd = passed.remove(0);
         let PendingCall {
+            server,
             parts,
             started,
             socket,
@@ -277,6 +295,7 @@ impl PendingCall {
             terminate_descendants,
             ..
         } = self;
+        server.disarm();
         let mut supervised =
             parts.supervise_remote(pid, pidfd, socket, &limits, started, terminate_descendants);
         supervised.expect_startup();
